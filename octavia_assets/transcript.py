@@ -1,0 +1,89 @@
+"""transcript: words with timestamps per chunk, split into lines of one speaker each."""
+
+import time
+
+import dagster as dg
+
+from .common import DOWNSTREAM, derived_key, materialized, video_of
+from .partitions import videos
+from .resources.asr import ChunkTranscript
+from .resources.engines import AsrEngine, engine_version
+from .resources.storage import MediaStore
+from .resources.types import Chunk, Line, SpeakerTurn
+from .speakers import speaker_map
+
+UNKNOWN_SPEAKER = "SPEAKER_00"
+
+
+def speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str:
+    """The speaker overlapping [start, end] most (nearest turn when none overlaps)."""
+    if not turns:
+        return UNKNOWN_SPEAKER
+    overlap: dict[str, float] = {}
+    for t in turns:
+        o = min(end, t.end) - max(start, t.start)
+        if o > 0:
+            overlap[t.speaker] = overlap.get(t.speaker, 0.0) + o
+    if overlap:
+        return max(overlap, key=overlap.get)
+    mid = (start + end) / 2
+    return min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end))).speaker
+
+
+def lines_from(transcripts: list[ChunkTranscript], chunk_list: list[Chunk], turns: list[SpeakerTurn]) -> list[Line]:
+    """One line per run of consecutive words by the same speaker inside a chunk (never split a word)."""
+    by_index = {c.index: c for c in chunk_list}
+    lines: list[Line] = []
+    for ct in transcripts:
+        chunk = by_index[ct.chunk]
+        if not ct.words:
+            continue
+        groups: list[tuple[str, list]] = []
+        for w in ct.words:
+            who = speaker_at(w.start, w.end, turns)
+            if groups and groups[-1][0] == who:
+                groups[-1][1].append(w)
+            else:
+                groups.append((who, [w]))
+        for who, words in groups:
+            text = "".join(w.text for w in words).strip()
+            if not text:
+                continue
+            start = chunk.start if words is groups[0][1] else words[0].start
+            end = chunk.end if words is groups[-1][1] else words[-1].end
+            conf = sum(w.probability for w in words) / len(words)
+            lines.append(Line(index=len(lines), start=round(start, 3), end=round(end, 3), speaker=who, text=text,
+                              words=[w.to_dict() for w in words], confidence=round(conf, 3)))
+    return lines
+
+
+@dg.asset(partitions_def=videos, group_name="listen", kinds={"whisper"}, deps=[speaker_map],
+          code_version=engine_version("asr"), automation_condition=DOWNSTREAM, pool="gpu")
+def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: AsrEngine) -> dg.MaterializeResult:
+    """Transcribed lines: text, word timestamps, speaker and language."""
+    started = time.perf_counter()
+    video = video_of(context)
+    transcriber = asr.get()
+    chunk_doc = media_store.read_json(derived_key(video, "chunks", "chunks.json"))
+    chunk_list = [Chunk.from_dict(c) for c in chunk_doc["chunks"]]
+    turns = [SpeakerTurn.from_dict(t) for t in media_store.read_json(
+        derived_key(video, "speaker_map", "speaker_map.json"))["turns"]]
+    language, language_p = "und", 0.0
+    with media_store.open_local(derived_key(video, "stems", "vocals_16k.wav")) as src:
+        if chunk_list:
+            language, language_p = transcriber.detect_language(src)
+            results = transcriber.transcribe(src, chunk_list, language=language)
+        else:
+            results = []
+    lines = lines_from(results, chunk_list, turns)
+    out = derived_key(video, "transcript", "transcript.json")
+    media_store.put_json({"language": language, "language_probability": language_p,
+                          "lines": [ln.to_dict() for ln in lines]}, out)
+    words = sum(len(ln.words) for ln in lines)
+    preview = "\n".join(f"[{ln.start:6.1f}s {ln.speaker}] {ln.text}" for ln in lines[:8])
+    return materialized(
+        media_store, [out], started, model=transcriber.version, language=language,
+        language_probability=round(language_p, 3), line_count=len(lines), word_count=words,
+        mean_confidence=round(sum(ln.confidence for ln in lines) / len(lines), 3) if lines else 0.0,
+        preview=dg.MetadataValue.md(f"```\n{preview}\n```") if lines else "(no speech)",
+    )

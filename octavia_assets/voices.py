@@ -1,0 +1,29 @@
+"""voices: one synthetic voice per source speaker, chosen to resemble them."""
+
+import time
+
+import dagster as dg
+
+from .common import DOWNSTREAM, derived_key, materialized, video_of
+from .partitions import videos
+from .resources.engines import TtsEngine, engine_version
+from .resources.storage import MediaStore
+from .resources.tts import choose_voices
+from .speakers import speaker_map
+
+
+@dg.asset(partitions_def=videos, group_name="speak", kinds={"onnx"}, deps=[speaker_map],
+          code_version=engine_version("tts"), automation_condition=DOWNSTREAM)
+def voices(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsEngine) -> dg.MaterializeResult:
+    """The shipped voice (and pitch shift) chosen for each speaker: matching gender, distinct per speaker."""
+    started = time.perf_counter()
+    video = video_of(context)
+    profiles = media_store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
+    synth = tts.get()
+    chosen = choose_voices(profiles, synth, None)
+    out = derived_key(video, "voices", "voices.json")
+    media_store.put_json({"engine": synth.version, "voices": {s: v.to_dict() for s, v in chosen.items()}}, out)
+    table = "\n".join(f"| {s} | {v.voice} | {v.pitch_shift_semitones:+.1f} | {v.reason} |" for s, v in chosen.items())
+    return materialized(media_store, [out], started, model=synth.version, voice_count=len(chosen),
+                        voices=dg.MetadataValue.md("| speaker | voice | pitch (st) | why |\n|---|---|---|---|\n"
+                                                   + table if chosen else "(no speakers)"))
