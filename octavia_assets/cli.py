@@ -114,6 +114,11 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
     from .partitions import video_language_key
     from .registry import UPLOAD_PREFIX, register_upload
 
+    from .delivery import target_languages_of_catalogue
+    if target_languages_of_catalogue() != languages:
+        # Partitions are fixed when the definitions are imported (a long-lived process that
+        # already loaded them with another catalogue cannot switch).
+        return _fail(f"definitions were loaded for {target_languages_of_catalogue()}, not {languages}")
     store = defs.resources["media_store"]
     key = UPLOAD_PREFIX + video.name
     # Same bytes under the same name: keep the stored copy, so the video keeps its partition key.

@@ -10,7 +10,6 @@ from .jobs import deliver_job, dub_job, ingest_job
 from .resources.engines import (AsrEngine, DiarizationEngine, SeparationEngine, TranslationEngine, TtsEngine,
                                 VadEngine, configured_engine)
 from .resources.storage import LocalMediaStore
-from .settings import media_root
 
 STAGE_MODULES = [source, audio, stems, chunks, speakers, transcript, translation, voices, dubbing, mix, delivery,
                  report]
@@ -26,7 +25,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 def resources_for_env() -> dict:
     """Local folder store and offline engines by default; engines are picked by OCTAVIA_*_ENGINE."""
     return {
-        "media_store": LocalMediaStore(root=str(media_root())),
+        "media_store": LocalMediaStore(),
         "separation": SeparationEngine(engine=configured_engine("separation")),
         "vad": VadEngine(engine=configured_engine("vad")),
         "diarization": DiarizationEngine(engine=configured_engine("diarization")),

@@ -66,7 +66,7 @@ def test_bad_key_is_rejected_with_a_reason(media_store, capfd):
         except ValueError as e:
             assert "unsafe object key" in str(e)
         media_store.put_bytes(b"ok", "uploads/good.mp4")
-        bad = media_store.root + "/uploads/bad\x01name.mp4"
+        bad = str(media_store.base / "uploads" / "bad\x01name.mp4")
         open(bad, "wb").write(b"x")
         result = upload_sensor(ctx)
         assert [r.run_key.split("@")[0] for r in result.run_requests] == ["uploads/good.mp4"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -58,7 +59,9 @@ class SileroSpeechDetector(SpeechDetector):
                                   "(without the [audio] extra)") from e
             finally:
                 torch.set_num_threads(threads)      # importing silero_vad sets torch to 1 thread
-            self._model = load_silero_vad(onnx=True)
+            with warnings.catch_warnings():     # silero-vad 6.2.3 uses importlib.resources.path
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._model = load_silero_vad(onnx=True)
         return self._model
 
     def _read_16k_mono(self, path: Path) -> np.ndarray:

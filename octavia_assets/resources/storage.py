@@ -102,10 +102,18 @@ class MediaStore(dg.ConfigurableResource):
 class LocalMediaStore(MediaStore):
     """A folder on local disk. Atomic writes: temp file in the same folder, then rename."""
 
-    root: str
+    #: the folder; when unset, $OCTAVIA_MEDIA_ROOT or $DAGSTER_HOME/media, read when used.
+    root: str | None = None
+
+    @property
+    def base(self) -> Path:
+        if self.root:
+            return Path(self.root)
+        from ..settings import media_root
+        return media_root()
 
     def _path(self, key: str) -> Path:
-        return Path(self.root) / check_key(key)
+        return self.base / check_key(key)
 
     def uri(self, key: str) -> str:
         return self._path(key).resolve().as_uri()
@@ -122,7 +130,7 @@ class LocalMediaStore(MediaStore):
         return ObjectInfo(key=key, size=st.st_size, version=f"{st.st_size}-{st.st_mtime_ns}")
 
     def list_objects(self, prefix: str, start_after: str = "", limit: int = 1000) -> list[ObjectInfo]:
-        base = Path(self.root)
+        base = self.base
         top = base / prefix.rstrip("/") if prefix.rstrip("/") else base
         if not top.is_dir():
             return []
@@ -148,7 +156,7 @@ class LocalMediaStore(MediaStore):
         yield path
 
     def uri_root(self) -> str:
-        return Path(self.root).resolve().as_uri()
+        return self.base.resolve().as_uri()
 
     def put_file(self, src: str | os.PathLike, key: str) -> ObjectInfo:
         dest = self._path(key)

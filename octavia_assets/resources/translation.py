@@ -166,7 +166,7 @@ class ApertiumEngine(_Base):
     A batch goes through one ``apertium`` call, texts separated by a marker line (see ``_SEPARATOR``;
     a single newline is not enough: "the big\\nhouse" comes out as "La casa\\ngrande"). Blank lines
     inside a text are collapsed to one newline first. If the output does not split back into as many
-    non-empty texts, each text is translated on its own.
+    texts, each text is translated on its own.
     """
 
     name = "apertium"

@@ -1,0 +1,178 @@
+"""Fitting one synthesized line into the time slot of the source line.
+
+Order of the fit (:func:`fit_line`): synthesize at speed 1 and trim silence; when too long,
+re-synthesize at a native speed ``min(needed, max_speedup)``; when still too long, time-stretch
+(ffmpeg ``atempo``, pitch kept) by what is left, never beyond ``native_speed * stretch ==
+max_speedup``. Speech is never cut: a line that still does not fit comes back longer than its slot
+with ``fits=False`` and the caller borrows the following silence. The pitch shift is applied last.
+"""
+from __future__ import annotations
+
+import functools
+import subprocess
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import ffmpeg
+import numpy as np
+
+if TYPE_CHECKING:
+    from .tts import Synthesizer
+
+# A fitted line within this much of its slot counts as fitting (atempo's length is exact to a few ms).
+FIT_TOLERANCE_S = 0.02
+
+
+class AudioFilterError(RuntimeError):
+    """ffmpeg failed on an in-memory filter; the message names the filter."""
+
+
+def _filter(audio: np.ndarray, sr: int, build, what: str) -> np.ndarray:
+    """Run float32 mono samples through an ffmpeg-python filter graph, pipe to pipe."""
+    audio = np.ascontiguousarray(audio, dtype="<f4").ravel()
+    if audio.size == 0:
+        return audio.astype(np.float32)
+    stream = build(ffmpeg.input("pipe:", format="f32le", ac=1, ar=sr))
+    try:
+        out, _ = (ffmpeg.output(stream, "pipe:", format="f32le", ac=1, ar=sr)
+                  .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+                  .run(input=audio.tobytes(), capture_stdout=True, capture_stderr=True))
+    except ffmpeg.Error as e:
+        msg = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise AudioFilterError(f"{what} failed: {msg[-1] if msg else 'ffmpeg error'}") from None
+    return np.frombuffer(out, dtype="<f4").astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def has_rubberband() -> bool:
+    """Whether this ffmpeg build has the librubberband filter."""
+    try:
+        r = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(line.split()[1:2] == ["rubberband"] for line in r.stdout.splitlines() if line.strip())
+
+
+def trim_silence(audio: np.ndarray, sr: int, threshold_db: float = -40.0, pad_s: float = 0.01,
+                 frame_s: float = 0.01) -> np.ndarray:
+    """Cut leading and trailing silence: 10 ms frames whose RMS is more than ``threshold_db`` below
+    the loudest frame. ``pad_s`` of the cut silence is kept on each side so onsets stay intact.
+    Silence only (or empty input) gives an empty array."""
+    audio = np.asarray(audio, np.float32).ravel()
+    n = max(1, int(round(frame_s * sr)))
+    if audio.size == 0:
+        return audio
+    nfr = -(-audio.size // n)
+    padded = np.zeros(nfr * n, np.float32)
+    padded[:audio.size] = audio
+    rms = np.sqrt((padded.reshape(nfr, n).astype(np.float64) ** 2).mean(axis=1))
+    ref = rms.max()
+    if ref <= 0:
+        return audio[:0]
+    loud = np.flatnonzero(rms >= ref * 10 ** (threshold_db / 20))
+    pad = int(round(pad_s * sr))
+    start = max(0, loud[0] * n - pad)
+    end = min(audio.size, (loud[-1] + 1) * n + pad)
+    return audio[start:end]
+
+
+def _atempo_chain(stream, factor: float):
+    # One atempo instance accepts 0.5..100; chain halves for slower factors.
+    while factor < 0.5:
+        stream = stream.filter("atempo", 0.5)
+        factor /= 0.5
+    return stream.filter("atempo", factor)
+
+
+def time_stretch(audio: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """Change tempo, keep pitch (ffmpeg atempo). ``factor`` > 1 makes the audio shorter
+    (new length = length / factor)."""
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError(f"time-stretch factor must be > 0, got {factor}")
+    audio = np.asarray(audio, np.float32).ravel()
+    if abs(factor - 1.0) < 1e-6:
+        return audio.copy()
+    return _filter(audio, sr, lambda s: _atempo_chain(s, float(factor)), f"time-stretch x{factor:.3f}")
+
+
+def pitch_shift(audio: np.ndarray, sr: int, semitones: float) -> np.ndarray:
+    """Shift pitch by ``semitones`` keeping the duration (exactly: output length == input length).
+
+    Uses ffmpeg's rubberband filter (formants preserved) when the build has it, else
+    asetrate + aresample + atempo. The input is padded with silence before filtering so the
+    filter's latency does not eat the tail, then cut back to the input length."""
+    audio = np.asarray(audio, np.float32).ravel()
+    if abs(semitones) < 1e-3 or audio.size == 0:
+        return audio.copy()
+    ratio = 2.0 ** (semitones / 12.0)
+    padded = np.concatenate([audio, np.zeros(int(0.3 * sr), np.float32)])
+    if has_rubberband():
+        build = lambda s: s.filter("rubberband", pitch=ratio, formant="preserved")  # noqa: E731
+    else:
+        build = lambda s: _atempo_chain(  # noqa: E731
+            s.filter("asetrate", int(round(sr * ratio))).filter("aresample", sr), 1.0 / ratio)
+    out = _filter(padded, sr, build, f"pitch shift {semitones:+.2f} st")
+    if out.size < audio.size:
+        out = np.concatenate([out, np.zeros(audio.size - out.size, np.float32)])
+    return out[:audio.size]
+
+
+@dataclass
+class FittedLine:
+    audio: np.ndarray            # float32 mono
+    sample_rate: int
+    duration_s: float
+    native_speed: float          # speed passed to the synthesizer (1.0 when not re-synthesized)
+    stretch: float               # atempo factor applied afterwards (1.0: none)
+    total_speedup: float         # natural_duration_s / duration_s: the speed-up a listener hears
+    fits: bool                   # duration_s <= slot_s (+ FIT_TOLERANCE_S)
+    slot_s: float = 0.0
+    natural_duration_s: float = 0.0   # trimmed duration at speed 1
+    pitch_semitones: float = 0.0
+
+    @property
+    def overflow_s(self) -> float:
+        """How far the line runs past its slot (0 when it fits)."""
+        return max(0.0, self.duration_s - self.slot_s)
+
+
+def fit_line(synth: "Synthesizer", text: str, voice: str, language: str, slot_s: float,
+             max_speedup: float = 1.25, pitch_semitones: float = 0.0) -> FittedLine:
+    """Synthesize ``text`` to fit ``slot_s`` seconds, speeding up by at most ``max_speedup``.
+
+    Raises the synthesizer's EmptyTextError for text with nothing to speak."""
+    if not slot_s > 0:
+        raise ValueError(f"slot must be > 0 s, got {slot_s}")
+    if not max_speedup >= 1.0:
+        raise ValueError(f"max_speedup must be >= 1, got {max_speedup}")
+    sr = synth.sample_rate
+    audio = trim_silence(synth.synthesize(text, voice, language, 1.0), sr)
+    natural = audio.size / sr
+    native, stretch = 1.0, 1.0
+    limit = slot_s + FIT_TOLERANCE_S
+    if natural > limit and max_speedup > 1.0:
+        needed = natural / slot_s
+        if getattr(synth, "supports_speed", True):
+            native = min(needed, max_speedup, getattr(synth, "max_speed", max_speedup))
+            native = float(np.floor(native * 1000) / 1000)   # stable value, never above the cap
+            if native > 1.0:
+                audio = trim_silence(synth.synthesize(text, voice, language, native), sr)
+            else:
+                native = 1.0
+        current = audio.size / sr
+        if current > limit:
+            # Cap what the listener hears (natural pace / final pace), not the nominal speed:
+            # Kokoro delivers less than the speed it is asked for.
+            achieved = natural / current if current else 1.0
+            stretch = min(current / slot_s, max_speedup / max(achieved, 1.0))
+            stretch = float(np.floor(stretch * 1000) / 1000)
+            if stretch > 1.0 + 1e-3:
+                audio = time_stretch(audio, sr, stretch)
+            else:
+                stretch = 1.0
+    if pitch_semitones:
+        audio = pitch_shift(audio, sr, pitch_semitones)
+    duration = audio.size / sr
+    return FittedLine(audio=audio, sample_rate=sr, duration_s=duration, native_speed=native, stretch=stretch,
+                      total_speedup=natural / duration if duration else 1.0, fits=duration <= limit, slot_s=float(slot_s),
+                      natural_duration_s=natural, pitch_semitones=float(pitch_semitones))

@@ -1,0 +1,137 @@
+"""Timing fit of one synthesized line: trim, time-stretch, pitch shift, fit_line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from octavia_assets.resources import timing
+from octavia_assets.resources.timing import FIT_TOLERANCE_S, fit_line, pitch_shift, time_stretch, trim_silence
+from octavia_assets.resources.tts import KokoroSynthesizer, Synthesizer, VoiceInfo, estimate_f0
+
+# atempo's output length is within about 0.6 % of the requested factor.
+ATEMPO_TOLERANCE = 0.01
+
+SR = 24000
+
+
+def _voice_like(seconds: float, f0: float = 150.0, sr: int = SR) -> np.ndarray:
+    """A harmonic 'vowel' with syllable-rate amplitude modulation and slow pitch movement."""
+    t = np.arange(int(seconds * sr)) / sr
+    inst = f0 * (1 + 0.03 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(inst) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 8))
+    env = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.2 * x * env).astype(np.float32)
+
+
+def test_trim_silence():
+    tone = _voice_like(1.0)
+    a = np.concatenate([np.zeros(SR // 2, np.float32), tone, np.zeros(SR, np.float32)])
+    a += np.random.default_rng(0).normal(0, 1e-4, a.size).astype(np.float32)   # -70 dB floor
+    out = trim_silence(a, SR)
+    assert abs(out.size / SR - 1.0) < 0.05
+    assert trim_silence(np.zeros(SR, np.float32), SR).size == 0
+    assert trim_silence(np.zeros(0, np.float32), SR).size == 0
+
+
+@pytest.mark.parametrize("factor", [1.2, 0.8, 1.5])
+def test_time_stretch_duration_and_pitch(factor):
+    a = _voice_like(3.0)
+    out = time_stretch(a, SR, factor)
+    assert out.dtype == np.float32
+    ratio = (a.size / out.size) / factor
+    assert abs(ratio - 1) < 0.02, ratio
+    assert abs(estimate_f0(out, SR) / estimate_f0(a, SR) - 1) < 0.03      # pitch kept
+    assert np.array_equal(time_stretch(a, SR, 1.0), a)
+    with pytest.raises(ValueError):
+        time_stretch(a, SR, 0)
+
+
+@pytest.mark.parametrize("rubberband", [True, False])
+@pytest.mark.parametrize("semitones", [3.0, -2.0])
+def test_pitch_shift_keeps_duration(monkeypatch, rubberband, semitones):
+    if rubberband and not timing.has_rubberband():
+        pytest.skip("ffmpeg built without librubberband")
+    monkeypatch.setattr(timing, "has_rubberband", lambda: rubberband)
+    a = _voice_like(2.0)
+    out = pitch_shift(a, SR, semitones)
+    assert abs(out.size / a.size - 1) < 0.01
+    got = 12 * np.log2(estimate_f0(out, SR) / estimate_f0(a, SR))
+    assert abs(got - semitones) < 0.3, got
+    # the speech is not cut at the end: the last 0.3 s still has signal
+    assert np.sqrt(np.mean(out[-int(0.3 * SR):] ** 2)) > 0.3 * np.sqrt(np.mean(a ** 2))
+
+
+class _FakeSynth(Synthesizer):
+    """Emits ``seconds_per_char`` of tone per character plus 0.2 s of silence on each side.
+    ``honour`` is how much of the requested native speed it really delivers (0: none)."""
+
+    name = "fake"
+    version = "fake-1"
+    sample_rate = SR
+
+    def __init__(self, seconds_per_char=0.05, honour=1.0):
+        self.spc, self.honour, self.calls = seconds_per_char, honour, []
+
+    def voices(self):
+        return [VoiceInfo("v", "male", ["en"], 150.0)]
+
+    def supports_language(self, language):
+        return True
+
+    def synthesize(self, text, voice, language, speed=1.0):
+        self.calls.append(speed)
+        eff = 1 + (speed - 1) * self.honour
+        sil = np.zeros(int(0.2 * SR), np.float32)
+        return np.concatenate([sil, _voice_like(len(text) * self.spc / eff), sil])
+
+
+def test_fit_short_line_untouched():
+    s = _FakeSynth()
+    f = fit_line(s, "x" * 20, "v", "en", slot_s=2.0)          # 1.0 s of speech
+    assert f.fits and f.native_speed == 1.0 and f.stretch == 1.0 and f.total_speedup == 1.0
+    assert abs(f.duration_s - 1.0) < 0.05 and s.calls == [1.0]
+
+
+def test_fit_native_speed_then_stretch():
+    s = _FakeSynth(honour=0.8)                                 # speed 1.2 only gives 1.16
+    f = fit_line(s, "x" * 44, "v", "en", slot_s=1.85)          # 2.2 s natural, needs 1.19
+    assert s.calls[0] == 1.0 and abs(s.calls[1] - 2.2 / 1.85) < 0.02
+    assert f.stretch > 1.0 and f.total_speedup <= 1.25 + ATEMPO_TOLERANCE
+    assert f.fits and f.duration_s <= 1.85 + FIT_TOLERANCE_S
+
+
+def test_fit_too_long_is_not_truncated():
+    s = _FakeSynth(honour=0.0)                                 # asked speed has no effect at all
+    f = fit_line(s, "x" * 80, "v", "en", slot_s=2.0)           # 4.0 s natural
+    assert f.native_speed == 1.25 and f.stretch == 1.25        # the real budget goes to the stretch
+    assert f.total_speedup <= 1.25 + ATEMPO_TOLERANCE
+    assert not f.fits and f.overflow_s > 1.0
+    assert f.duration_s >= 4.0 / 1.25 - 0.05
+
+
+@pytest.fixture(scope="module")
+def kokoro():
+    pytest.importorskip("kokoro_onnx")
+    return KokoroSynthesizer().load()
+
+
+LONG = "This longer sentence will certainly not fit into the short slot we give it."
+
+
+def test_kokoro_fit_long_line_honest(kokoro):
+    raw = kokoro.synthesize(LONG, "jf_alpha", "en")
+    natural = raw.size / kokoro.sample_rate
+    slot = natural / 1.6
+    f = fit_line(kokoro, LONG, "jf_alpha", "en", slot_s=slot, pitch_semitones=-1.0)
+    assert f.total_speedup <= 1.25 + ATEMPO_TOLERANCE
+    assert f.fits == (f.duration_s <= slot + FIT_TOLERANCE_S)
+    assert not f.fits                                          # 1.6x is beyond the 1.25 budget
+    assert f.duration_s >= natural / 1.25 - 0.15               # no truncation
+    assert f.sample_rate == 24000 and f.audio.dtype == np.float32 and f.pitch_semitones == -1.0
+
+
+def test_kokoro_fit_short_line(kokoro):
+    f = fit_line(kokoro, "Good morning.", "jm_kumo", "en", slot_s=3.0)
+    assert f.fits and f.total_speedup == 1.0 and f.native_speed == 1.0
+    assert 0.4 < f.duration_s < 3.0
