@@ -79,17 +79,26 @@ def _execute(job, instance, partition_key: str, selection: list, label: str) -> 
     print(f"  {label}: {', '.join(k.to_user_string() for k in selection)}", file=sys.stderr, flush=True)
     result = job.execute_in_process(
         instance=instance, partition_key=partition_key, asset_selection=selection, raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        # Dagster's own console output stays quiet; failures are summarised below, in full in the UI.
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         tags={"octavia/trigger": "cli"})
     if not result.success:
         reasons = []
         for event in result.all_events:
             if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                err = event.step_failure_data.user_failure_data
-                msg = (err.description if err and err.description else
-                       event.step_failure_data.error.message.strip().splitlines()[-1])
+                user = event.step_failure_data.user_failure_data
+                msg = user.description if user and user.description else _root_cause(event.step_failure_data.error)
                 reasons.append(f"{event.step_key}: {msg}")
-        raise RuntimeError("; ".join(reasons) or f"{label} failed (run {result.run_id})")
+        raise RuntimeError("; ".join(reasons) + f" (run {result.run_id})" if reasons else
+                           f"{label} failed (run {result.run_id})")
+
+
+def _root_cause(error) -> str:
+    """The innermost error of a Dagster step failure, as 'Type: message' on one line."""
+    while error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()
+    return lines[-1] if lines else error.cls_name or "unknown error"
 
 
 def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:

@@ -6,14 +6,11 @@ import dagster as dg
 
 from .common import DOWNSTREAM, derived_key, fail, materialized, output_key, video_of, workdir
 from .mix import final_mix
-from .partitions import video_lang, videos
+from .partitions import VIDEO_DIMENSION, video_lang, videos
 from .resources.media import probe
 from .resources.muxing import LANGUAGE_NAMES, AudioTrack, mux
 from .resources.storage import MediaStore
 from .source import source_video
-
-_VIDEO_OF_LANGUAGE = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="video")
-
 
 def target_languages_of_catalogue() -> list[str]:
     return video_lang.get_partitions_def_for_dimension("lang").get_partition_keys()
@@ -29,7 +26,7 @@ def duration_report(source: dict, out_facts) -> dict:
 
 
 @dg.asset(partitions_def=videos, group_name="deliver", kinds={"ffmpeg"},
-          deps=[source_video, dg.AssetDep(final_mix, partition_mapping=_VIDEO_OF_LANGUAGE)],
+          deps=[source_video, dg.AssetDep(final_mix, partition_mapping=VIDEO_DIMENSION)],
           code_version="mux-v1", automation_condition=DOWNSTREAM)
 def final_video(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.MaterializeResult:
     """MP4 with the source video stream copied bit-exact and the original duration, one track per language."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+import warnings
 
 import dagster as dg
 
@@ -44,5 +45,8 @@ def video_key_for(object_key: str, content_id: str) -> str:
 #: video x target language, for the stages after transcription that differ per language.
 video_lang = video_language_partitions()
 
-#: per-language assets read the per-video stages through this mapping.
-VIDEO_DIMENSION = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="video")
+#: per-language assets read the per-video stages through this mapping (and per-video stages read
+#: all languages of a per-language one through it). Beta in Dagster 1.13, and the documented way.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    VIDEO_DIMENSION = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="video")

@@ -1,5 +1,6 @@
 """transcript: words with timestamps per chunk, split into lines of one speaker each."""
 
+import re
 import time
 
 import dagster as dg
@@ -30,6 +31,12 @@ def speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str:
     return min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end))).speaker
 
 
+def join_words(words: list[str]) -> str:
+    """Words (stripped by the engine) back into text: spaces between, none before punctuation."""
+    text = " ".join(w.strip() for w in words if w.strip())
+    return re.sub(r"\s+([,.;:!?%)\]}])", r"\1", text)
+
+
 def lines_from(transcripts: list[ChunkTranscript], chunk_list: list[Chunk], turns: list[SpeakerTurn]) -> list[Line]:
     """One line per run of consecutive words by the same speaker inside a chunk (never split a word)."""
     by_index = {c.index: c for c in chunk_list}
@@ -46,7 +53,7 @@ def lines_from(transcripts: list[ChunkTranscript], chunk_list: list[Chunk], turn
             else:
                 groups.append((who, [w]))
         for who, words in groups:
-            text = "".join(w.text for w in words).strip()
+            text = join_words([w.text for w in words])
             if not text:
                 continue
             start = chunk.start if words is groups[0][1] else words[0].start

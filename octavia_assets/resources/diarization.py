@@ -425,14 +425,14 @@ def speaker_profiles(wav16k_path: str | os.PathLike, turns: list[SpeakerTurn], e
 
     For each speaker:
 
-    - ``speech_seconds``: length of the union of its turns; ``turns``: how many turns it has;
+    - ``speech_s``: length of the union of its turns; ``turns``: how many turns it has;
     - ``reference_intervals``: up to ``max_references`` stretches of at least ``min_reference_s``
       where it speaks and no other speaker does, longest first (``{"start", "end"}`` in seconds);
     - ``embedding``: CAM++ embedding of its clean speech (duration-weighted mean over stretches of
       0.5 s or more, L2-normalised; an empty list when there is no such stretch) and
       ``embedding_seconds``, the audio that went into it;
-    - ``f0_median_hz``: median YIN F0 over the same audio (``None`` when nothing is voiced),
-      ``voiced_frames``, and ``gender``: 'female' if ``f0_median_hz`` > ``gender_f0_threshold_hz``,
+    - ``f0_hz``: median YIN F0 over the same audio (``None`` when nothing is voiced),
+      ``voiced_frames``, and ``gender``: 'female' if ``f0_hz`` > ``gender_f0_threshold_hz``,
       else 'male' ('unknown' without F0). A pitch-only guess: raised voices (shouting, oratory)
       read high.
 
@@ -479,12 +479,12 @@ def speaker_profiles(wav16k_path: str | os.PathLike, turns: list[SpeakerTurn], e
                 gender = "female" if f0_median > GENDER_F0_THRESHOLD_HZ else "male"
 
             profiles[speaker] = {
-                "speech_seconds": round(sum(e - s for s, e in own), 3),
+                "speech_s": round(sum(e - s for s, e in own), 3),
                 "turns": len(spans),
                 "reference_intervals": [{"start": round(s, 3), "end": round(e, 3)} for s, e in references],
                 "embedding": [round(float(v), 6) for v in _l2_normalise(weighted)] if weight > 0 else [],
                 "embedding_seconds": round(weight, 3),
-                "f0_median_hz": f0_median,
+                "f0_hz": f0_median,
                 "voiced_frames": int(len(f0)),
                 "gender": gender,
                 "gender_f0_threshold_hz": GENDER_F0_THRESHOLD_HZ,

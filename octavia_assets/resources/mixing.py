@@ -106,6 +106,8 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
                          measured_LRA=measured["input_lra"], measured_thresh=measured["input_thresh"],
                          offset=measured["target_offset"], linear="true")
                  .filter("aresample", s.sample_rate)
+                 # loudnorm drops the layout of a mask-less WAV; apad then cannot negotiate one.
+                 .filter("aformat", channel_layouts="stereo")
                  .filter("apad", whole_len=n).filter("atrim", end_sample=n))
         run_ffmpeg(ffmpeg.output(chain, str(normalised), acodec="pcm_f32le", ar=s.sample_rate),
                    "loudness normalisation")

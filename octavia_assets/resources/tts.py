@@ -461,11 +461,14 @@ def choose_voices(profiles: dict[str, dict], synthesizer: Synthesizer,
       its pitch shift is pushed at least 2 semitones away from the other users' shifts;
     * a voice of the other gender only when the engine has none of the speaker's gender;
     * ``pitch_shift_semitones`` moves the voice toward the speaker's F0, clamped to +/-3.
+
+    ``language`` None chooses among all the engine's voices (a per-video choice, made once for
+    every target language); voice pitches are then measured on English.
     """
-    if not synthesizer.supports_language(language):
+    if language is not None and not synthesizer.supports_language(language):
         raise ValueError(f"{synthesizer.name} does not speak {language!r}")
-    base = _base_language(language)
-    voices = [v for v in synthesizer.voices() if not v.languages or base in v.languages]
+    base = _base_language(language or "en")
+    voices = [v for v in synthesizer.voices() if language is None or not v.languages or base in v.languages]
     voices = voices or synthesizer.voices()
     if not voices:
         raise ValueError(f"{synthesizer.name} lists no voices")
