@@ -5,30 +5,16 @@ import time
 
 import dagster as dg
 
+from .chunks import chunks
 from .common import DOWNSTREAM, derived_key, materialized, video_of
 from .partitions import videos
+from .pre_analysis import LANGUAGE_MIN_PROBABILITY
 from .resources.asr import ChunkTranscript
+from .resources.diarization import UNKNOWN_SPEAKER, speaker_at  # noqa: F401 (re-exported)
 from .resources.engines import AsrEngine, engine_version
 from .resources.storage import MediaStore
 from .resources.types import Chunk, Line, SpeakerTurn
 from .speakers import speaker_map
-
-UNKNOWN_SPEAKER = "SPEAKER_00"
-
-
-def speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str:
-    """The speaker overlapping [start, end] most (nearest turn when none overlaps)."""
-    if not turns:
-        return UNKNOWN_SPEAKER
-    overlap: dict[str, float] = {}
-    for t in turns:
-        o = min(end, t.end) - max(start, t.start)
-        if o > 0:
-            overlap[t.speaker] = overlap.get(t.speaker, 0.0) + o
-    if overlap:
-        return max(overlap, key=overlap.get)
-    mid = (start + end) / 2
-    return min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end))).speaker
 
 
 def join_words(words: list[str]) -> str:
@@ -64,7 +50,7 @@ def lines_from(transcripts: list[ChunkTranscript], chunk_list: list[Chunk], turn
     return lines
 
 
-@dg.asset(partitions_def=videos, group_name="listen", kinds={"whisper"}, deps=[speaker_map],
+@dg.asset(partitions_def=videos, group_name="listen", kinds={"whisper"}, deps=[chunks, speaker_map],
           code_version=engine_version("asr"), automation_condition=DOWNSTREAM, pool="gpu")
 def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: AsrEngine) -> dg.MaterializeResult:
     """Transcribed lines: text, word timestamps, speaker and language."""
@@ -76,8 +62,12 @@ def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: 
     turns = [SpeakerTurn.from_dict(t) for t in media_store.read_json(
         derived_key(video, "speaker_map", "speaker_map.json"))["turns"]]
     language, language_p = "und", 0.0
+    analysis = media_store.read_json(derived_key(video, "pre_analysis", "pre_analysis.json"))
     with media_store.open_local(derived_key(video, "stems", "vocals_16k.wav")) as src:
-        if chunk_list:
+        if chunk_list and analysis.get("language_probability", 0.0) >= LANGUAGE_MIN_PROBABILITY:
+            language, language_p = analysis["language"], analysis["language_probability"]
+            results = transcriber.transcribe(src, chunk_list, language=language)
+        elif chunk_list:    # unsure on the mixture: ask again on the clean vocals
             language, language_p = transcriber.detect_language(src)
             results = transcriber.transcribe(src, chunk_list, language=language)
         else:

@@ -200,3 +200,84 @@ def test_chunks_of_the_dev_mix_are_mostly_6_to_12_s(detector):
     truth = _on_grid([(t["start"], t["end"]) for t in reference["turns"]], reference["duration"])
     chunked = _on_grid(spans(chunks), reference["duration"])
     assert (truth & chunked).sum() / truth.sum() >= 0.95     # chunks cover the reference speech
+
+
+# ------------------------------------------------------------------------------ one speaker per chunk
+def _turn(s, e, who):
+    from octavia_assets.resources.types import SpeakerTurn
+    return SpeakerTurn(start=s, end=e, speaker=who)
+
+
+def test_speaker_change_points_ignore_short_backchannels():
+    from octavia_assets.resources.chunking import speaker_change_points
+    turns = [_turn(0, 4, "A"), _turn(4.2, 4.5, "B"), _turn(4.6, 8, "A"), _turn(9, 12, "B")]
+    assert speaker_change_points(turns) == [8.5]
+
+
+def test_a_chunk_never_spans_a_change_of_speaker():
+    # 0-9 s of speech with short pauses: one chunk without turns; A then B with turns.
+    regions = [(0.0, 3.0), (3.4, 5.0), (5.3, 9.0)]
+    assert spans(make_chunks(regions)) == [(0.0, 9.0)]
+    chunks = make_chunks(regions, speaker_turns=[_turn(0.0, 5.0, "A"), _turn(5.3, 9.0, "B")])
+    assert_well_formed(chunks)
+    # the cut is at the pause between the two speakers, not inside speech
+    assert spans(chunks) == [(0.0, 5.0), (5.3, 9.0)]
+
+
+def test_a_change_inside_speech_snaps_to_the_nearest_pause():
+    regions = [(0.0, 4.0), (4.2, 9.0)]
+    # the diarizer puts the change at 4.6 s, inside the second region; the pause at 4.0-4.2 is near
+    chunks = make_chunks(regions, speaker_turns=[_turn(0.0, 4.6, "A"), _turn(4.6, 9.0, "B")])
+    assert spans(chunks) == [(0.0, 4.0), (4.2, 9.0)]
+
+
+def test_a_change_far_from_any_pause_cuts_the_speech_there():
+    regions = [(0.0, 10.0)]
+    chunks = make_chunks(regions, speaker_turns=[_turn(0.0, 6.0, "A"), _turn(6.0, 10.0, "B")])
+    assert spans(chunks) == [(0.0, 6.0), (6.0, 10.0)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_turns_give_single_speaker_chunks(seed):
+    rng = np.random.default_rng(seed)
+    t, regions, turns = 0.0, [], []
+    for _ in range(40):
+        t += rng.uniform(0.05, 1.5)
+        d = rng.uniform(0.5, 6.0)     # turns under 0.5 s (backchannels) do not make a change
+        regions.append((round(t, 3), round(t + d, 3)))
+        turns.append(_turn(round(t, 3), round(t + d, 3), rng.choice(["A", "B", "C"])))
+        t += d
+    chunks = make_chunks(regions, speaker_turns=turns)
+    assert_well_formed(chunks)
+    for c in chunks:
+        who = {tr.speaker for tr in turns if min(c.end, tr.end) - max(c.start, tr.start) > 1e-6}
+        # same-speaker neighbours may share a chunk; different ones never do
+        assert len(who) == 1, (c, who)
+
+
+# ------------------------------------------------------------------------------ background score
+def test_background_level_tells_speech_only_from_a_music_bed():
+    from octavia_assets.resources.chunking import background_level
+    rate = 16000
+    rng = np.random.default_rng(0)
+    t = np.arange(20 * rate) / rate
+    speech = [(1.0, 5.0), (7.0, 11.0), (14.0, 18.0)]
+    voice = np.zeros_like(t)
+    for s, e in speech:
+        voice[(t >= s) & (t < e)] = 0.3 * np.sin(2 * np.pi * 180 * t[(t >= s) & (t < e)])
+    quiet_room = voice + 1e-4 * rng.standard_normal(len(t))
+    with_music = voice + 0.03 * np.sin(2 * np.pi * 440 * t)
+    clean = background_level(quiet_room.astype(np.float32), rate, speech)
+    music = background_level(with_music.astype(np.float32), rate, speech)
+    assert clean["background_score"] == 0.0 and clean["background_db"] < -60
+    assert music["background_score"] == 1.0 and -25 < music["background_db"] < -15
+    # too little non-speech to judge: no score (so separation is not skipped)
+    assert background_level(voice[: 4 * rate].astype(np.float32), rate, [(0.0, 4.0)])["background_score"] is None
+
+
+def test_pre_analysis_plan_skips_separation_only_on_speech_only_audio():
+    from octavia_assets.pre_analysis import plan
+    assert plan(0.0, 0.5) == {"separate": False, "speech_only": True}
+    assert plan(0.9, 0.5)["separate"] is True
+    assert plan(None, 0.5)["separate"] is True        # cannot tell: separate
+    assert plan(0.0, 0.0)["separate"] is True         # no speech at all: nothing is "speech only"

@@ -317,3 +317,20 @@ def test_jfk_pitch_is_measured_high(wav16k, embedder):
                    reason="pitch-only gender guess: JFK's raised oratory F0 (~250 Hz) reads as female")
 def test_jfk_is_guessed_male(wav16k, embedder):
     assert _single_speaker_profile(wav16k("speech/en_jfk_inaugural_1961.wav"), embedder)["gender"] == "male"
+
+
+@needs_engine
+def test_speaker_count_hint_tells_one_voice_from_several(wav16k, embedder):
+    from octavia_assets.resources.chunking import SileroSpeechDetector
+    from octavia_assets.resources.diarization import estimate_speaker_count
+
+    detector = SileroSpeechDetector()
+    hints = {}
+    for name in ("speech/en_jfk_inaugural_1961.wav", "composites/dev/dialogue.wav"):
+        path = wav16k(name)
+        hints[name] = estimate_speaker_count(_samples(path), detector.speech_regions(path), embedder)
+    print(f"\nspeaker-count hints: {hints}")
+    # Measured: JFK 1 (2 windows), dev dialogue 3 of 4 (the Spanish speaker has too few windows).
+    assert hints["speech/en_jfk_inaugural_1961.wav"]["speakers"] == 1
+    assert hints["composites/dev/dialogue.wav"]["speakers"] >= 2
+    assert estimate_speaker_count(np.zeros(16000, np.float32), [], embedder)["speakers"] == 0

