@@ -9,29 +9,47 @@ import numpy as np
 
 from .common import DOWNSTREAM, derived_key, materialized, video_and_lang, workdir
 from .partitions import VIDEO_DIMENSION, video_lang
-from .resources.engines import TtsEngine, engine_version
+from .resources.engines import AsrEngine, DiarizationEngine, TtsEngine, engine_version
 from .resources.media import read_audio, write_audio
 from .resources.storage import MediaStore
-from .resources.timing import fit_line
-from .resources.tts import choose_voices
+from .resources.condense import Condenser, default_condenser
+from .resources.timing import FIT_TOLERANCE_S, MIN_GAP_S, fit_dub_line
+from .resources.tts import Synthesizer, choose_voices
 from .resources.types import VoiceChoice
 from .translation import translation
 from .voices import voices
 
 
+# Longest silence a line may borrow before its start (dub starting this much before the speaker).
+MAX_LEAD_S = 0.4
+# Version of the fitting procedure: part of every line's cache key.
+FIT_VERSION = "fit-v2"
+
+
 def line_slots(lines: list[dict], duration_s: float) -> list[float]:
-    """Seconds each line may use: up to the next line's start (borrowing the silence between), never past the end."""
+    """Seconds each line may use: up to the next line's start (borrowing the silence between, less the
+    fit tolerance so a fitting line never touches the next one), never past the end."""
     slots = []
     for i, ln in enumerate(lines):
-        limit = lines[i + 1]["start"] if i + 1 < len(lines) else duration_s
+        limit = lines[i + 1]["start"] - FIT_TOLERANCE_S if i + 1 < len(lines) else duration_s
         slots.append(max(0.1, min(limit, duration_s) - ln["start"]))
     return slots
 
 
-def line_cache_key(text: str, voice: VoiceChoice, lang: str, engine: str, slot_s: float, max_speedup: float) -> str:
-    """Content hash of everything that shapes a line's audio: editing one line re-synthesizes only it."""
-    spec = json.dumps([text, voice.to_dict(), lang, engine, round(slot_s, 2), max_speedup], sort_keys=True)
+def line_cache_key(text: str, voice: VoiceChoice, lang: str, engine: str, slot_s: float, max_speedup: float,
+                   condenser: str = "", fit: str = FIT_VERSION) -> str:
+    """Content hash of everything that shapes a line's audio: editing one line re-synthesizes only it.
+    (The silence it may borrow before it is checked against the cached line instead: see reusable.)"""
+    spec = json.dumps([text, voice.to_dict(), lang, engine, round(slot_s, 2), max_speedup, condenser, fit],
+                      sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
+
+
+def reusable(info: dict, lead_available_s: float) -> bool:
+    """A cached line is valid when the silence now available before it gives the same borrow."""
+    if "lead_needed_s" not in info:
+        return False
+    return abs(round(min(lead_available_s, info["lead_needed_s"]), 3) - info["lead_s"]) < 1e-3
 
 
 def speedup_stats(values: list[float]) -> dict:
@@ -42,11 +60,60 @@ def speedup_stats(values: list[float]) -> dict:
             "speedup_max": round(float(v.max()), 3)}
 
 
+def dub_lines(media_store: MediaStore, synth: Synthesizer, voices: dict[str, VoiceChoice], lines: list[dict],
+              duration: float, lang: str, key_prefix: str, condenser: Condenser, max_speedup: float,
+              log=None) -> tuple[list[dict], int]:
+    """Fit and place every line (plain function: the asset and the benchmarks call it).
+
+    Returns the placed lines and how many came from the cache."""
+    placed, reused, prev_end = [], 0, 0.0
+    for ln, slot in zip(lines, line_slots(lines, duration)):
+        voice = voices.get(ln["speaker"]) or next(iter(voices.values()))
+        lead_available = round(max(0.0, min(MAX_LEAD_S, ln["start"] - (prev_end + MIN_GAP_S))), 3)
+        # The previous line could not fit even at the speed-up cap: this one waits for it (borrowing
+        # the silence after itself) instead of overlapping it.
+        delay = round(max(0.0, prev_end + MIN_GAP_S - ln["start"]), 3)
+        if delay:
+            ln = {**ln, "start": round(ln["start"] + delay, 3)}
+            slot = max(0.1, slot - delay)
+        key = f"{key_prefix}/{line_cache_key(ln['text'], voice, lang, synth.version, slot, max_speedup, condenser.version)}.wav"
+        info = media_store.read_json(key[:-4] + ".json") if media_store.exists(key) else None
+        if info is not None and media_store.exists(key) and reusable(info, lead_available):
+            reused += 1
+        elif not any(ch.isalnum() for ch in ln["text"]):
+            if log:
+                log(f"line {ln['index']}: nothing to say in {ln['text']!r}, left silent")
+            continue
+        else:
+            fitted = fit_dub_line(synth, ln["text"], voice.voice, lang, slot, lead_s=lead_available,
+                                  condenser=condenser, max_speedup=max_speedup,
+                                  pitch_semitones=voice.pitch_shift_semitones)
+            info = {"duration_s": round(fitted.duration_s, 3), "native_speed": round(fitted.native_speed, 3),
+                    "stretch": round(fitted.stretch, 3), "speedup": round(fitted.total_speedup, 3),
+                    "fits": bool(fitted.fits), "sample_rate": fitted.sample_rate,
+                    "natural_duration_s": round(fitted.natural_duration_s, 3), "spoken_text": fitted.text,
+                    "condensed": fitted.condensed, "lead_s": fitted.lead_s, "lead_needed_s": fitted.lead_needed_s,
+                    "fit_steps": fitted.steps}
+            with workdir("dub") as tmp:
+                write_audio(tmp / "line.wav", fitted.audio, fitted.sample_rate)
+                media_store.put_file(tmp / "line.wav", key)
+                media_store.put_json(info, key[:-4] + ".json")   # last: its presence marks the line done
+        start = round(ln["start"] - info["lead_s"], 3)
+        placed.append({**{k: ln[k] for k in ("index", "speaker", "text")}, "start": start,
+                       "source_start": round(ln["start"] - delay, 3), "delay_s": delay, "source_end": ln.get("end"), "slot_s": round(slot, 3),
+                       "end": round(start + info["duration_s"], 3), "voice": voice.voice, "audio_key": key, **info})
+        prev_end = start + info["duration_s"]
+        if log:
+            log(f"line {ln['index']}: {info['duration_s']:.2f}s in {slot:.2f}s slot, x{info['speedup']:.2f} "
+                f"({', '.join(info['fit_steps']) or 'as is'})")
+    return placed, reused
+
+
 @dg.asset(partitions_def=video_lang, group_name="speak", kinds={"onnx"},
           deps=[translation, dg.AssetDep(voices, partition_mapping=VIDEO_DIMENSION)],
-          code_version=engine_version("tts") + "+fit-v1", automation_condition=DOWNSTREAM, pool="gpu")
+          code_version=engine_version("tts") + "+" + FIT_VERSION, automation_condition=DOWNSTREAM, pool="gpu")
 def dubbed_chunks(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsEngine) -> dg.MaterializeResult:
-    """One WAV per line (cached by content hash) and the placement/timing of each."""
+    """One WAV per line (cached by content hash) fitted to its slot, and the placement/timing of each."""
     started = time.perf_counter()
     video, lang = video_and_lang(context)
     doc = media_store.read_json(derived_key(video, lang, "translation.json"))
@@ -58,33 +125,29 @@ def dubbed_chunks(context: dg.AssetExecutionContext, media_store: MediaStore, tt
         # The configured engine does not speak this language: the fallback picks its own voices.
         profiles = media_store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
         chosen = choose_voices(profiles, synth, lang)
-    lines = doc["lines"]
-    placed, reused = [], 0
-    for ln, slot in zip(lines, line_slots(lines, duration)):
-        voice = chosen.get(ln["speaker"]) or next(iter(chosen.values()))
-        key = derived_key(video, lang, "dub", f"{line_cache_key(ln['text'], voice, lang, synth.version, slot, tts.max_speedup)}.wav")
-        if media_store.exists(key):
-            reused += 1
-            info = media_store.read_json(key[:-4] + ".json")
-        else:
-            fitted = fit_line(synth, ln["text"], voice.voice, lang, slot, max_speedup=tts.max_speedup,
-                              pitch_semitones=voice.pitch_shift_semitones)
-            info = {"duration_s": round(fitted.duration_s, 3), "native_speed": round(fitted.native_speed, 3),
-                    "stretch": round(fitted.stretch, 3), "speedup": round(fitted.total_speedup, 3),
-                    "fits": bool(fitted.fits), "sample_rate": fitted.sample_rate}
-            with workdir("dub") as tmp:
-                write_audio(tmp / "line.wav", fitted.audio, fitted.sample_rate)
-                media_store.put_json(info, key[:-4] + ".json")
-                media_store.put_file(tmp / "line.wav", key)
-        placed.append({**{k: ln[k] for k in ("index", "start", "speaker", "text")}, "slot_s": round(slot, 3),
-                       "end": round(ln["start"] + info["duration_s"], 3), "voice": voice.voice, "audio_key": key, **info})
-        context.log.info(f"line {ln['index']}: {info['duration_s']:.2f}s in {slot:.2f}s slot, x{info['speedup']:.2f}")
+    condenser = default_condenser()
+    placed, reused = dub_lines(media_store, synth, chosen, doc["lines"], duration, lang,
+                               derived_key(video, lang, "dub"), condenser, tts.max_speedup, log=context.log.info)
     overlaps = sum(1 for a, b in zip(placed, placed[1:]) if a["end"] > b["start"] + 1e-3)
     out = derived_key(video, lang, "dubbed_chunks.json")
-    media_store.put_json({"language": lang, "engine": synth.version, "duration_s": duration, "lines": placed}, out)
+    media_store.put_json({"language": lang, "engine": synth.version, "condenser": condenser.version,
+                          "duration_s": duration, "lines": placed}, out)
+    speedups = [p["speedup"] for p in placed]
     return materialized(media_store, [out] + [p["audio_key"] for p in placed], started, model=synth.version,
-                        line_count=len(placed), lines_reused=reused, lines_not_fitting=sum(not p["fits"] for p in placed),
-                        overlaps=overlaps, **speedup_stats([p["speedup"] for p in placed]))
+                        condenser=condenser.version, line_count=len(placed), lines_reused=reused,
+                        lines_synthesized=len(placed) - reused,
+                        lines_not_fitting=sum(not p["fits"] for p in placed),
+                        lines_condensed=sum(bool(p["condensed"]) for p in placed),
+                        lines_borrowing_silence=sum(p["lead_s"] > 0 for p in placed),
+                        lines_delayed=sum(p["delay_s"] > 0 for p in placed),
+                        lines_time_stretched=sum(p["stretch"] > 1.0 for p in placed),
+                        lines_dropped=sum(1 for ln in doc["lines"] if any(ch.isalnum() for ch in ln["text"]))
+                        - len(placed),
+                        # speech shortened beyond the speed-up cap would mean a cut: none may be
+                        lines_truncated=sum(p["duration_s"] < p["natural_duration_s"] / tts.max_speedup - 0.05
+                                            for p in placed),
+                        overlaps=overlaps,
+                        speedup_distribution=dg.MetadataValue.json(sorted(speedups)), **speedup_stats(speedups))
 
 
 def load_dub_track(media_store: MediaStore, video: str, lang: str) -> tuple[np.ndarray, int, dict]:
@@ -97,3 +160,36 @@ def load_dub_track(media_store: MediaStore, video: str, lang: str) -> tuple[np.n
             samples, rate = read_audio(path, mono=True)
         clips.append((p["start"], samples))
     return place_clips(clips, doc["duration_s"], rate), rate, doc
+
+
+@dg.asset(partitions_def=video_lang, group_name="speak", kinds={"onnx"}, deps=[dubbed_chunks],
+          code_version=engine_version("asr") + "+campplus+" + FIT_VERSION, pool="gpu")
+def dub_quality(context: dg.AssetExecutionContext, media_store: MediaStore, asr: AsrEngine,
+                diarization: DiarizationEngine) -> dg.MaterializeResult:
+    """Round-trip WER (every dubbed line transcribed back with the project's ASR and compared with the
+    text it was asked to speak) and CAM++ similarity of each dubbed voice to the original speakers.
+
+    On demand (no automation condition): it transcribes every line again, which the default pipeline
+    does not need to pay for."""
+    from .resources.dubcheck import roundtrip_wer, speaker_similarity
+    started = time.perf_counter()
+    video, lang = video_and_lang(context)
+    doc = media_store.read_json(derived_key(video, lang, "dubbed_chunks.json"))
+    profiles = media_store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
+
+    def load(key):
+        with media_store.open_local(key) as path:
+            return read_audio(path, mono=True)
+
+    wer = roundtrip_wer(doc["lines"], load, asr.get(), lang)
+    sim = speaker_similarity(doc["lines"], load, diarization.get_embedder(), profiles)
+    out = derived_key(video, lang, "dub_quality.json")
+    media_store.put_json({"language": lang, "roundtrip": wer, "similarity": sim}, out)
+    originals = sorted({o for row in sim["dubbed_vs_original"].values() for o in row})
+    table = "| dubbed \\ original | " + " | ".join(originals) + " |\n|---|" + "---|" * len(originals) + "\n" + "\n".join(
+        f"| {d} | " + " | ".join(f"{row.get(o, '')}" for o in originals) + " |"
+        for d, row in sim["dubbed_vs_original"].items())
+    return materialized(media_store, [out], started, roundtrip_wer=wer["wer"],
+                        speakers_closest_to_own=sum(sim["own_is_closest"].values()),
+                        speakers=len(sim["own_is_closest"]), max_cosine_between_dubbed_voices=sim["max_cross_dubbed"],
+                        similarity=dg.MetadataValue.md(table))

@@ -135,3 +135,48 @@ def test_kokoro_fit_short_line(kokoro):
     f = fit_line(kokoro, "Good morning.", "jm_kumo", "en", slot_s=3.0)
     assert f.fits and f.total_speedup == 1.0 and f.native_speed == 1.0
     assert 0.4 < f.duration_s < 3.0
+
+
+# --- the whole fallback order (fit_dub_line) ---------------------------------------------------------
+
+from octavia_assets.resources.condense import RuleCondenser  # noqa: E402
+from octavia_assets.resources.timing import fit_dub_line  # noqa: E402
+
+TOO_LONG_ES = ("Bueno, la verdad es que, sin embargo, nosotros tenemos que terminar (como ya dije) "
+               "el trabajo muy pronto.")
+
+
+def test_fit_dub_line_forced_too_long_translation_uses_the_fallbacks_in_order():
+    s = _FakeSynth(honour=0.8)                        # 20 chars/s; asked speeds deliver 80 %
+    f = fit_dub_line(s, TOO_LONG_ES, "v", "es", slot_s=1.3, lead_s=0.4, condenser=RuleCondenser())
+    kinds = [step.split()[0] for step in f.steps]
+    assert kinds == ["condense(estimate)", "native-rate", "borrow", "native-rate", "time-stretch"], f.steps
+    assert f.text == "Pero, debemos terminar el trabajo pronto." and f.condensed
+    assert f.steps[1] == "native-rate x1.100" and f.lead_s == pytest.approx(0.4)
+    assert s.calls[:2] == [1.0, 1.1] and 1.1 < s.calls[2] <= 1.25
+    assert f.fits and f.duration_s <= 1.3 + 0.4 + FIT_TOLERANCE_S
+    assert f.total_speedup <= 1.25 + ATEMPO_TOLERANCE
+    # nothing cut: the whole condensed text was spoken, only this much faster than its natural pace
+    assert f.duration_s >= f.natural_duration_s / 1.25 - 0.02
+    assert f.natural_duration_s == pytest.approx(len(f.text) * 0.05, abs=0.05)
+
+
+def test_fit_dub_line_short_line_untouched_and_overflow_reported():
+    s = _FakeSynth()
+    f = fit_dub_line(s, "Hola a todos.", "v", "es", slot_s=3.0, lead_s=0.4, condenser=RuleCondenser())
+    assert f.steps == [] and f.text == "Hola a todos." and f.lead_s == 0 and s.calls == [1.0]
+    s = _FakeSynth(honour=0.0)                        # no native rate, no silence to borrow
+    f = fit_dub_line(s, TOO_LONG_ES, "v", "es", slot_s=0.8, lead_s=0.0, condenser=RuleCondenser())
+    assert f.steps[0] == "condense(estimate)" and f.steps[-1] == "over the slot" and not f.fits
+    assert f.total_speedup <= 1.25 + ATEMPO_TOLERANCE
+    assert f.duration_s >= f.natural_duration_s / 1.25 - 0.02          # longer than the slot, never cut
+
+
+def test_fit_dub_line_splits_text_over_the_engine_limit():
+    s = _FakeSynth()
+    s.max_input_chars = 40
+    text = "Primera frase del texto largo. Segunda frase del texto largo. Tercera frase."
+    f = fit_dub_line(s, text, "v", "es", slot_s=10.0)
+    assert len(s.calls) == 3 and f.fits
+    # every piece spoken whole (the fake speaks 0.05 s per character), with two pauses between
+    assert f.duration_s == pytest.approx((30 + 30 + 14) * 0.05 + 2 * 0.12, abs=0.08)

@@ -220,3 +220,14 @@ def test_pivot_translator():
 def test_split_code():
     assert split_code("pt-BR") == ("pt", "BR") and split_code("pt_br") == ("pt", "BR")
     assert split_code("EN") == ("en", None)
+
+
+def test_configured_chain_reaches_fr_and_it_through_pivots(apertium):
+    from octavia_assets.resources.engines import _translator
+    if not _has_mode("es-fr"):
+        pytest.skip("needs apertium-es-fr")
+    chain = _translator("apertium")                   # what OCTAVIA_TRANSLATION_CHAIN=apertium builds
+    assert chain.engine_for("en", "es").name == "apertium"
+    assert chain.engine_for("en", "fr").name.startswith("pivot-es")
+    [fr] = chain.translate(["The house is red."], "en", "fr")
+    assert "maison" in fr.lower() and chain.last_engine.name.startswith("pivot-es")

@@ -9,8 +9,9 @@ with ``fits=False`` and the caller borrows the following silence. The pitch shif
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import ffmpeg
@@ -176,3 +177,137 @@ def fit_line(synth: "Synthesizer", text: str, voice: str, language: str, slot_s:
     return FittedLine(audio=audio, sample_rate=sr, duration_s=duration, native_speed=native, stretch=stretch,
                       total_speedup=natural / duration if duration else 1.0, fits=duration <= limit, slot_s=float(slot_s),
                       natural_duration_s=natural, pitch_semitones=float(pitch_semitones))
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole fallback order for one dubbed line
+# --------------------------------------------------------------------------------------------------
+
+# Characters of normalised text per second of trimmed speech at speed 1, per language, for the
+# shipped Kokoro voices (the dev composite's translations: 11.6-12.5 for jf_gongitsune, 13.5-15 for
+# jf_alpha; the middle is taken, the measured duration corrects it).
+# A fixed table, not a running estimate, so a line's audio depends only on its own cache key.
+CHARS_PER_S = {"es": 13.5, "pt": 13.0, "fr": 13.5, "it": 13.5, "ca": 13.5, "en": 13.5}
+DEFAULT_CHARS_PER_S = 13.5
+# Native speed used before borrowing silence: Kokoro up to 1.1 still sounds like normal speech.
+COMFORTABLE_SPEED = 1.1
+# Silence between two dub lines when a line borrows the gap before it.
+MIN_GAP_S = 0.1
+# A pause between pieces of a line split for the engine's input limit.
+PIECE_PAUSE_S = 0.12
+
+
+def estimate_spoken_s(text: str, language: str) -> float:
+    """Seconds ``text`` takes at speed 1 (rough, from its length; the fit then measures the real one)."""
+    from .translation import split_code
+    cps = CHARS_PER_S.get(split_code(language)[0], DEFAULT_CHARS_PER_S)
+    pauses = len(re.findall(r"[,;:.!?](?=\s)", text))
+    return len(text) / cps + 0.15 * pauses
+
+
+def synthesize_pieces(synth: "Synthesizer", text: str, voice: str, language: str, speed: float) -> np.ndarray:
+    """Synthesize ``text``, split at sentence boundaries when longer than the engine's input limit,
+    each piece trimmed and joined with a short pause (every word of every piece is spoken)."""
+    from .textnorm import split_sentences
+    sr = synth.sample_rate
+    limit = int(getattr(synth, "max_input_chars", 300))
+    parts = [trim_silence(synth.synthesize(p, voice, language, speed), sr) for p in split_sentences(text, limit)]
+    pause = np.zeros(int(PIECE_PAUSE_S * sr), np.float32)
+    out = []
+    for i, p in enumerate(parts):
+        out += [pause, p] if i else [p]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class DubbedLine(FittedLine):
+    text: str = ""                # what is spoken (condensed and normalised)
+    condensed: bool = False
+    lead_s: float = 0.0           # silence borrowed before the line's start (it starts this much earlier)
+    lead_needed_s: float = 0.0    # overflow when the borrow step came (what more lead would have given)
+    steps: list[str] = field(default_factory=list)   # the fallbacks used, in order
+
+
+def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slot_s: float, lead_s: float = 0.0,
+                 condenser=None, max_speedup: float = 1.25, pitch_semitones: float = 0.0,
+                 comfortable_speed: float = COMFORTABLE_SPEED) -> DubbedLine:
+    """Fit one translated line into ``slot_s`` (up to the next line) without dropping speech, in order:
+
+    1. estimate its spoken duration; 2. condense the text when the estimate (then the measurement) is
+    over the slot; 3. a native faster rate up to ``comfortable_speed``; 4. borrow up to ``lead_s`` of
+    silence before the line (it starts earlier; the caller never lets that reach the previous line);
+    5. a native rate up to ``max_speedup``, then time-stretch, the total heard speed-up capped at
+    ``max_speedup``. What still does not fit comes back with ``fits=False``, never cut.
+    """
+    from .textnorm import normalize_for_speech
+    if not slot_s > 0:
+        raise ValueError(f"slot must be > 0 s, got {slot_s}")
+    if not max_speedup >= 1.0:
+        raise ValueError(f"max_speedup must be >= 1, got {max_speedup}")
+    sr = synth.sample_rate
+    limit = slot_s + FIT_TOLERANCE_S
+    steps: list[str] = []
+    said = text                                   # the (possibly condensed) text, before normalising
+    spoken = normalize_for_speech(said, language)
+    estimate = estimate_spoken_s(spoken, language)
+    if condenser is not None and estimate > slot_s:
+        shorter = condenser.shorten(text, language, int(len(text) * slot_s / estimate))
+        if len(shorter) < len(said):
+            said, spoken = shorter, normalize_for_speech(shorter, language)
+            steps.append("condense(estimate)")
+    audio = synthesize_pieces(synth, spoken, voice, language, 1.0)
+    natural = audio.size / sr
+    if natural > limit and condenser is not None:
+        # The estimate was off for this voice: condense from what was measured.
+        shorter = condenser.shorten(text, language, int(len(said) * slot_s / natural))
+        if len(shorter) < len(said):
+            said, spoken = shorter, normalize_for_speech(shorter, language)
+            audio = synthesize_pieces(synth, spoken, voice, language, 1.0)
+            natural = audio.size / sr
+            steps.append("condense(measured)")
+    native, stretch, lead = 1.0, 1.0, 0.0
+    can_speed = getattr(synth, "supports_speed", True)
+    speed_cap = min(max_speedup, getattr(synth, "max_speed", max_speedup))
+
+    def resynth(speed: float) -> np.ndarray:
+        return synthesize_pieces(synth, spoken, voice, language, speed)
+
+    if natural > limit and can_speed and comfortable_speed > 1.0:
+        native = float(np.floor(min(natural / slot_s, comfortable_speed, speed_cap) * 1000) / 1000)
+        if native > 1.0:
+            audio = resynth(native)
+            steps.append(f"native-rate x{native:.3f}")
+        else:
+            native = 1.0
+    lead_needed = round(max(0.0, audio.size / sr - slot_s), 3) if audio.size / sr > limit else 0.0
+    if lead_needed and lead_s > 0:
+        lead = round(min(lead_s, lead_needed), 3)
+        steps.append(f"borrow {lead:.2f}s before")
+    limit = slot_s + lead + FIT_TOLERANCE_S
+    room = slot_s + lead
+    if audio.size / sr > limit and can_speed and speed_cap > native:
+        faster = float(np.floor(min(natural / room, speed_cap) * 1000) / 1000)
+        if faster > native:
+            native = faster
+            audio = resynth(native)
+            steps.append(f"native-rate x{native:.3f}")
+    current = audio.size / sr
+    if current > limit:
+        achieved = natural / current if current else 1.0
+        stretch = float(np.floor(min(current / room, max_speedup / max(achieved, 1.0)) * 1000) / 1000)
+        if stretch > 1.0 + 1e-3:
+            audio = time_stretch(audio, sr, stretch)
+            steps.append(f"time-stretch x{stretch:.3f}")
+        else:
+            stretch = 1.0
+    if pitch_semitones:
+        audio = pitch_shift(audio, sr, pitch_semitones)
+    duration = audio.size / sr
+    fits = duration <= limit
+    if not fits:
+        steps.append("over the slot")
+    return DubbedLine(audio=audio, sample_rate=sr, duration_s=duration, native_speed=native, stretch=stretch,
+                      total_speedup=natural / duration if duration else 1.0, fits=fits, slot_s=float(room),
+                      natural_duration_s=natural, pitch_semitones=float(pitch_semitones), text=spoken,
+                      condensed=any(s.startswith("condense") for s in steps), lead_s=lead,
+                      lead_needed_s=lead_needed, steps=steps)

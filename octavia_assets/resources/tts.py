@@ -61,6 +61,9 @@ class Synthesizer(ABC):
     supports_speed: bool = True   # ``speed`` is honoured natively (not by time-stretching)
     min_speed: float = 0.5
     max_speed: float = 2.0
+    # Longest text passed in one call; longer lines are split at sentence boundaries
+    # (Kokoro's limit is 510 phonemes, about 400 characters of Latin-script text).
+    max_input_chars: int = 300
 
     @abstractmethod
     def voices(self) -> list[VoiceInfo]: ...
