@@ -86,3 +86,25 @@ def test_final_mix_loudness_and_report(dubbed):
     assert abs(pt["integrated_lufs"] - (-16.0)) <= 1.0
     assert report["durations"]["max_stream_delta_frames"] <= 1.0
     assert report["speaker_count"] >= 2
+
+
+@pytest.mark.slow
+def test_delivery_tracks_subtitles_report_and_checks(dubbed):
+    import subprocess
+    out = dubbed["out"]
+    assert (out / "composite.quality_report.html").is_file()
+    for lang in ("en", "pt"):
+        for ext in ("srt", "vtt"):
+            assert (out / f"composite.{lang}.{ext}").stat().st_size > 0, (lang, ext)
+    streams = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json",
+                                         str(out / "composite.pt.mp4")], capture_output=True, text=True,
+                                        check=True).stdout)["streams"]
+    assert [(s["codec_type"], s["tags"]["language"]) for s in streams[1:]] == [
+        ("audio", "por"), ("audio", "eng"), ("subtitle", "eng"), ("subtitle", "por")]
+    report = json.loads((out / "composite.quality_report.json").read_text())
+    checks = {(c["check"], c["partition"]): c for c in report["checks"]}
+    assert len(checks) == 6
+    blocking = [c for c in checks.values() if c["check"] in ("duration_match", "no_dropped_lines")]
+    assert all(c["passed"] for c in blocking), blocking
+    (pt,) = report["languages"]
+    assert pt["true_peak_dbtp"] <= -1.0

@@ -17,15 +17,19 @@ from .media import MediaError, read_audio, run_ffmpeg, write_audio
 
 @dataclass(frozen=True)
 class MixSettings:
-    """Ducking starts from the seeds' threshold (-30 dB) and ratio (8); attack/release are slow
-    enough that the music does not audibly pump between words."""
+    """Ducking starts from the seeds' threshold (-30 dB) and ratio (8). Release 800 ms bridges the
+    gaps between words, so the bed stays down through a line instead of swelling between words
+    (benchmarks/mix_eval.py on the dev composite: duck depth 10.3 dB vs 9.1 dB at 400 ms, lower
+    gain variance under speech)."""
     target_lufs: float = -16.0
-    true_peak_db: float = -1.0
+    # loudnorm's limiter aims 0.5 dB under the -1 dBTP ceiling: its own true-peak estimate reads up to
+    # ~0.3 dB lower than pyloudnorm-style 4x oversampling (measured -1.03 dBTP at a -1.0 target).
+    true_peak_db: float = -1.5
     loudness_range: float = 11.0
     duck_threshold_db: float = -30.0
     duck_ratio: float = 8.0
     duck_attack_ms: float = 30.0
-    duck_release_ms: float = 400.0
+    duck_release_ms: float = 800.0
     background_gain_db: float = 0.0
     sample_rate: int = 48000
 
@@ -58,6 +62,66 @@ def true_peak_db(samples: np.ndarray, oversample: int = 4) -> float:
     x = x if x.ndim == 2 else x[:, None]
     peak = max(float(np.max(np.abs(resample_poly(x[:, c], oversample, 1)))) for c in range(x.shape[1]))
     return 20 * np.log10(max(peak, 1e-12))
+
+
+def loudness_over_time(samples: np.ndarray, sample_rate: int, window_s: float = 3.0,
+                       hop_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Loudness of each ``window_s`` window (BS.1770 via pyloudnorm, 3 s like EBU short-term) every ``hop_s``.
+
+    Returns (window centre times in s, LUFS); a silent window is -inf.
+    """
+    import warnings
+    x = np.asarray(samples, np.float64)
+    win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
+    meter = pyloudnorm.Meter(sample_rate)
+    times, values = [], []
+    with warnings.catch_warnings(), np.errstate(divide="ignore"):
+        warnings.simplefilter("ignore")   # pyloudnorm warns on clipping-free silent windows
+        for i in range(0, max(1, len(x) - win + 1), hop):
+            seg = x[i:i + win]
+            values.append(float(meter.integrated_loudness(seg)))
+            times.append((i + len(seg) / 2) / sample_rate)
+    return np.asarray(times), np.asarray(values)
+
+
+def voice_leakage_db(final_mix: np.ndarray, mix_rate: int, original_voice: np.ndarray, voice_rate: int,
+                     dub: np.ndarray, dub_rate: int, frame_s: float = 0.1) -> dict:
+    """How loud the original voice still is in ``final_mix``, relative to the dub speech in it.
+
+    Both references are resampled to the mix rate; in every ``frame_s`` frame the mix (mono) is
+    projected on each reference (least-squares gain per frame, so ducking and loudnorm gains are
+    followed), and the projected energies are summed over the frames where the original voice is
+    active (frame energy within 30 dB of its loudest frame). ``leakage_db`` = 10 log10(E_voice /
+    E_dub). Uncorrelated material projects with energy ~1/N of the frame's, which puts the floor of
+    the method near -30 dB here (see ``floor_db``: the same projection of the mix minus both parts).
+    """
+    from scipy.signal import resample_poly
+    x = np.asarray(final_mix, np.float64)
+    x = x.mean(axis=1) if x.ndim == 2 else x
+    refs = []
+    for sig, rate in ((original_voice, voice_rate), (dub, dub_rate)):
+        r = np.asarray(sig, np.float64)
+        r = r.mean(axis=1) if r.ndim == 2 else r
+        if rate != mix_rate:
+            g = np.gcd(int(rate), int(mix_rate))
+            r = resample_poly(r, mix_rate // g, rate // g)
+        r = np.pad(r, (0, max(0, len(x) - len(r))))[: len(x)]
+        refs.append(r)
+    voice, dub_ref = refs
+    n = int(frame_s * mix_rate)
+    frames = len(x) // n
+    X, V, D = (a[: frames * n].reshape(frames, n) for a in (x, voice, dub_ref))
+    ev, ed = (V * V).sum(1), (D * D).sum(1)
+    active = ev > ev.max() * 10 ** (-30 / 10)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e_voice = np.where(ev > 0, (X * V).sum(1) ** 2 / ev, 0.0)
+        e_dub = np.where(ed > 0, (X * D).sum(1) ** 2 / ed, 0.0)
+    leak, dub_e = float(e_voice[active].sum()), float(e_dub[active].sum())
+    # The floor: what an unrelated signal with the mix's energy would project onto the voice.
+    floor = float(((X * X).sum(1)[active] / n).sum())
+    db = lambda a, b: round(10 * np.log10(a / b), 2) if a > 0 and b > 0 else float("-inf")
+    return {"leakage_db": db(leak, dub_e), "floor_db": db(floor, dub_e),
+            "active_s": round(float(active.sum()) * frame_s, 1)}
 
 
 def _loudnorm_measure(path: Path, s: MixSettings) -> dict:

@@ -1,11 +1,14 @@
 """Final video: the original video stream copied bit-exact, one dubbed audio track per language."""
 from __future__ import annotations
 
+import datetime as dt
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
+import srt
 
 from .media import run_ffmpeg
 
@@ -16,37 +19,99 @@ LANGUAGE_NAMES = {"en": "English", "pt": "Português", "es": "Español", "fr": "
                   "ca": "Català", "de": "Deutsch", "gl": "Galego", "ja": "日本語", "zh": "中文", "hi": "हिन्दी"}
 
 
+#: Sample rates the AAC encoder accepts; any other (odd) rate is resampled to 48 kHz.
+AAC_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
 @dataclass(frozen=True)
 class AudioTrack:
     path: str
     language: str      # ISO 639-1
     title: str
+    channels: int = 2
+    sample_rate: int = 48000
+    stream: str = "a:0"  # which audio stream of ``path``
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    path: str          # an SRT file
+    language: str      # ISO 639-1
+    title: str
+
+
+def iso639_2(lang: str) -> str:
+    return ISO639_2.get(lang, lang)
+
+
+def _bitrate_for(bitrate: str, channels: int) -> str:
+    """``bitrate`` is per stereo pair: a 5.1 track gets three times a stereo one's."""
+    if not bitrate.endswith("k"):
+        return bitrate
+    return f"{int(float(bitrate[:-1]) * max(1, channels) / 2)}k"
 
 
 def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: float, out_path: str | os.PathLike,
         keep_original_audio: bool = False, audio_codec: str = "aac", audio_bitrate: str = "192k",
-        original_language: str | None = None) -> None:
-    """Mux into an MP4: video copied (no re-encode), tracks in order, the first one default."""
+        original_language: str | None = None, subtitles: list[SubtitleTrack] = (),
+        original_audio: AudioTrack | None = None) -> None:
+    """Mux into an MP4 of exactly ``duration_s``: video copied (no re-encode), audio tracks in order
+    (the first one default), then the original audio if asked, then soft subtitles (mov_text).
+
+    Every audio track is padded/trimmed to the same sample count, so each stream ends with the
+    video; tracks at a sample rate AAC cannot carry are resampled to 48 kHz; multichannel (5.1)
+    tracks keep their layout.
+    """
     src = ffmpeg.input(str(video_path))
-    streams = [src["v:0"]]
-    inputs = [ffmpeg.input(t.path)["a:0"] for t in tracks]
-    streams += inputs
-    metadata: dict[str, str] = {}
     all_tracks = list(tracks)
     if keep_original_audio:
-        streams.append(src["a:0"])
-        all_tracks.append(AudioTrack(str(video_path), original_language or "und", "Original"))
+        all_tracks.append(original_audio or AudioTrack(str(video_path), original_language or "und", "Original"))
+    streams = [src["v:0"]]
+    args: dict[str, str] = {}
     for i, t in enumerate(all_tracks):
-        metadata[f"metadata:s:a:{i}"] = f"language={ISO639_2.get(t.language, t.language)}"
-        metadata[f"disposition:a:{i}"] = "default" if i == 0 else "0"
-    args = {"c:v": "copy", "c:a": audio_codec, "b:a": audio_bitrate, "t": f"{duration_s:.6f}",
-            "movflags": "+faststart", "map_metadata": "-1", "f": "mp4"}
+        rate = t.sample_rate if t.sample_rate in AAC_SAMPLE_RATES else 48000
+        n = int(round(duration_s * rate))
+        inp = src if t.path == str(video_path) else ffmpeg.input(t.path)
+        streams.append(inp[t.stream].filter("aresample", rate).filter("apad", whole_len=n)
+                       .filter("atrim", end_sample=n))
+        args[f"metadata:s:a:{i}"] = f"language={iso639_2(t.language)}"
+        args[f"disposition:a:{i}"] = "default" if i == 0 else "0"
+        args[f"b:a:{i}"] = _bitrate_for(audio_bitrate, t.channels)
+        args[f"ar:a:{i}"] = str(rate)
+    pad_dir = tempfile.TemporaryDirectory(prefix="octavia-subs-")
+    for i, sub in enumerate(subtitles):
+        padded = _pad_subtitles_to(sub.path, duration_s, Path(pad_dir.name) / f"{i}.srt")
+        streams.append(ffmpeg.input(str(padded))["s:0"])
+        args[f"metadata:s:s:{i}"] = f"language={iso639_2(sub.language)}"
+        args[f"disposition:s:{i}"] = "0"
+    args.update({"c:v": "copy", "c:a": audio_codec, "t": f"{duration_s:.6f}", "movflags": "+faststart",
+                 "map_metadata": "-1", "f": "mp4"})
+    if subtitles:
+        args["c:s"] = "mov_text"
+    # Track titles: MP4 keeps a track's name in its handler (hdlr), which players show; set through a
+    # second metadata option addressed by absolute stream index (ffmpeg-python takes each name once).
+    for i, t in enumerate(all_tracks):
+        args[f"metadata:s:{1 + i}"] = f"handler_name={t.title}"
+    for i, sub in enumerate(subtitles):
+        args[f"metadata:s:{1 + len(all_tracks) + i}"] = f"handler_name={sub.title}"
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.part")
-    out = ffmpeg.output(*streams, str(tmp), **args, **metadata)
-    # Titles go through -metadata:s:a:N title=..., which needs a second key per stream.
-    title_args = []
-    for i, t in enumerate(all_tracks):
-        title_args += [f"-metadata:s:a:{i}", f"title={t.title}"]
-    run_ffmpeg(out.global_args(*title_args), f"muxing {out_path.name}")
+    with pad_dir:
+        run_ffmpeg(ffmpeg.output(*streams, str(tmp), **args), f"muxing {out_path.name}")
     os.replace(tmp, out_path)
+
+
+def _pad_subtitles_to(path: str, duration_s: float, dest: Path) -> Path:
+    """A copy of an SRT file whose last cue ends at ``duration_s``.
+
+    An MP4 subtitle track ends with its last cue and ffmpeg drops empty cues, so a final cue holding
+    only a zero-width space (it renders as nothing) makes the track last as long as the video.
+    """
+    cues = list(srt.parse(Path(path).read_text(encoding="utf-8")))
+    end = dt.timedelta(seconds=duration_s)
+    last = max((c.end for c in cues), default=dt.timedelta(0))
+    if last < end:
+        start = max(last, end - dt.timedelta(milliseconds=40))
+        cues.append(srt.Subtitle(index=len(cues) + 1, start=start, end=end, content="\u200b"))
+    dest.write_text(srt.compose(cues, reindex=True), encoding="utf-8")
+    return dest
