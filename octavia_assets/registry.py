@@ -17,7 +17,6 @@ def register_upload(store: MediaStore, info: ObjectInfo) -> str:
         raise ValueError(f"{info.key!r} is not under {UPLOAD_PREFIX}")
     video = video_key_for(info.key, info.version)
     record = upload_record_key(video)
-    if not store.exists(record):
-        store.put_json({"video": video, "object_key": info.key, "version": info.version, "size": info.size,
-                        "registered_at": dt.datetime.now(dt.timezone.utc).isoformat()}, record)
+    store.put_json_if_absent({"video": video, "object_key": info.key, "version": info.version, "size": info.size,
+                              "registered_at": dt.datetime.now(dt.timezone.utc).isoformat()}, record)
     return video

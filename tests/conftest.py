@@ -54,3 +54,7 @@ def copy_to(path: Path, dest_dir: Path, name: str | None = None) -> Path:
     dest = dest_dir / (name or path.name)
     shutil.copyfile(path, dest)
     return dest
+
+
+# Real S3 and PostgreSQL servers for the production-platform tests (tests/servers.py).
+from tests.servers import postgres_db, s3_endpoint, s3_env, s3_store  # noqa: F401

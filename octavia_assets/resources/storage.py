@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
+from pydantic import Field, PrivateAttr
 
 
 class UnsafeKeyError(ValueError):
@@ -77,6 +78,14 @@ class MediaStore(dg.ConfigurableResource):
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
+    def download_url(self, key: str, expires_s: int | None = None) -> str:
+        """A URL a client can fetch the object from (a presigned GET on S3, the file URI locally)."""
+        return self.uri(key)
+
+    def upload_url(self, key: str, expires_s: int | None = None) -> str:
+        """A URL a client can PUT the object's bytes to (presigned on S3)."""
+        raise NotImplementedError(f"{type(self).__name__} has no upload URLs: copy the file into the store instead")
+
     # Conveniences built on the primitives above.
     def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
         with tempfile.TemporaryDirectory(prefix="octavia-put-") as tmp:
@@ -86,6 +95,13 @@ class MediaStore(dg.ConfigurableResource):
 
     def put_json(self, obj: Any, key: str) -> ObjectInfo:
         return self.put_bytes(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=False).encode(), key)
+
+    def put_json_if_absent(self, obj: Any, key: str) -> bool:
+        """Write ``obj`` under ``key`` unless an object is already there; True when written."""
+        if self.exists(key):
+            return False
+        self.put_json(obj, key)
+        return True
 
     def read_bytes(self, key: str) -> bytes:
         with self.open_local(key) as path:
@@ -173,3 +189,162 @@ class LocalMediaStore(MediaStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+#: presigned URLs live one day unless configured otherwise.
+DEFAULT_URL_EXPIRY_S = 24 * 3600
+
+
+def _resolved(value):
+    # A resource used outside Dagster (CLI, tests) still holds its dg.EnvVar fields unresolved.
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
+class S3MediaStore(MediaStore):
+    """An S3 bucket (AWS or any S3-compatible server via ``endpoint_url``), same keys as the local store.
+
+    Writes are atomic for readers: an object becomes visible only when its PUT (or the completion of
+    its multipart upload) succeeds, and we upload only from a complete local file.
+    """
+
+    bucket: str = Field(description="bucket holding uploads/, derived/, outputs/ and videos/")
+    prefix: str = Field(default="", description="key prefix inside the bucket, e.g. 'octavia/' (empty: bucket root)")
+    endpoint_url: str | None = Field(default=None, description="S3-compatible server URL; unset for AWS")
+    region_name: str | None = None
+    # Unset: boto3's default chain (AWS_* env vars, profile, instance or pod role).
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    url_expiry_s: int = Field(default=DEFAULT_URL_EXPIRY_S, description="lifetime of presigned URLs")
+    multipart_threshold_mb: int = Field(default=64, description="files above this upload in parts (S3 minimum 5)")
+    multipart_chunk_mb: int = Field(default=64, description="part size of multipart uploads and downloads")
+
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def _bucket(self) -> str:
+        return _resolved(self.bucket)
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url or None, region_name=self.region_name or None,
+                aws_access_key_id=_resolved(self.aws_access_key_id) or None,
+                aws_secret_access_key=_resolved(self.aws_secret_access_key) or None,
+                aws_session_token=_resolved(self.aws_session_token) or None,
+                config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
+                              # path-style works with every S3-compatible server (MinIO, moto, Ceph).
+                              s3={"addressing_style": "path"} if self.endpoint_url else None))
+        return self._client
+
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+        mb = 1024 * 1024
+        return TransferConfig(multipart_threshold=max(5, self.multipart_threshold_mb) * mb,
+                              multipart_chunksize=max(5, self.multipart_chunk_mb) * mb)
+
+    @property
+    def _root(self) -> str:
+        return self.prefix.strip("/") + "/" if self.prefix.strip("/") else ""
+
+    def _full(self, key: str) -> str:
+        return self._root + check_key(key)
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self._root):]
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self._bucket}/{self._full(key)}"
+
+    def _is_missing(self, error) -> bool:
+        return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+    def stat(self, key: str) -> ObjectInfo:
+        from botocore.exceptions import ClientError
+        try:
+            head = self.client.head_object(Bucket=self._bucket, Key=self._full(key))
+        except ClientError as e:
+            if self._is_missing(e):
+                raise FileNotFoundError(f"no object {key!r} in s3://{self._bucket}/{self._root}") from None
+            raise
+        return ObjectInfo(key=key, size=head["ContentLength"], version=head["ETag"].strip('"'))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list_objects(self, prefix: str, start_after: str = "", limit: int = 1000) -> list[ObjectInfo]:
+        # StartAfter: S3 returns keys in UTF-8 binary order after the cursor, so each call costs
+        # O(new keys), not O(all keys under the prefix).
+        found: list[ObjectInfo] = []
+        kwargs = {"Bucket": self._bucket, "Prefix": self._root + prefix}
+        if start_after:
+            kwargs["StartAfter"] = self._root + start_after
+        while len(found) < limit:
+            page = self.client.list_objects_v2(**kwargs, MaxKeys=min(1000, limit - len(found)))
+            for obj in page.get("Contents", []):
+                # Listed as found, unchecked: the caller decides what to do with an unsafe name.
+                found.append(ObjectInfo(key=self._relative(obj["Key"]), size=obj["Size"],
+                                        version=obj["ETag"].strip('"')))
+            if not page.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            kwargs.pop("StartAfter", None)
+        return found[:limit]
+
+    @contextmanager
+    def open_local(self, key: str) -> Iterator[Path]:
+        from botocore.exceptions import ClientError
+        with tempfile.TemporaryDirectory(prefix="octavia-s3-") as tmp:
+            path = Path(tmp) / PurePosixPath(key).name
+            try:
+                self.client.download_file(self._bucket, self._full(key), str(path), Config=self._transfer_config())
+            except ClientError as e:
+                if self._is_missing(e):
+                    raise FileNotFoundError(f"no object {key!r} in s3://{self._bucket}/{self._root}") from None
+                raise
+            yield path
+
+    def put_file(self, src: str | os.PathLike, key: str) -> ObjectInfo:
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: no such file to store as {key!r}")
+        # upload_file goes multipart above the threshold; S3 exposes the object only once the
+        # upload completes, so readers never see a partial object.
+        self.client.upload_file(str(src), self._bucket, self._full(key), Config=self._transfer_config())
+        return self.stat(key)
+
+    def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
+        response = self.client.put_object(Bucket=self._bucket, Key=self._full(key), Body=data)
+        return ObjectInfo(key=key, size=len(data), version=response["ETag"].strip('"'))
+
+    def put_json_if_absent(self, obj: Any, key: str) -> bool:
+        # One conditional PUT (If-None-Match: *) instead of HEAD + PUT: half the round trips, no race.
+        from botocore.exceptions import ClientError
+        body = json.dumps(obj, indent=1, ensure_ascii=False).encode()
+        try:
+            self.client.put_object(Bucket=self._bucket, Key=self._full(key), Body=body, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self._bucket, Key=self._full(key))
+
+    def download_url(self, key: str, expires_s: int | None = None) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self._bucket, "Key": self._full(key)},
+            ExpiresIn=expires_s or self.url_expiry_s)
+
+    def upload_url(self, key: str, expires_s: int | None = None) -> str:
+        return self.client.generate_presigned_url(
+            "put_object", Params={"Bucket": self._bucket, "Key": self._full(key)},
+            ExpiresIn=expires_s or self.url_expiry_s)
