@@ -29,21 +29,38 @@ def _sha256(path: Path) -> str:
 
 
 def _stage_plan(instance, job, asset_graph, partition_key: str) -> list:
-    """Assets of ``job`` missing for the partition or made by other code/model versions, plus their downstream."""
-    import dagster as dg
+    """Assets of ``job`` to (re)materialize for the partition, plus their downstream: missing ones,
+    ones made by another code/model version, and ones older than an upstream materialization."""
+    from dagster._core.definitions.partitions.context import partition_loading_context
     keys = _topological(asset_graph, job.asset_layer.selected_asset_keys)
     todo: set = set()
-    for key in keys:
-        if key in todo:
-            continue
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
-        made_by = (records[0].event_log_entry.asset_materialization.tags or {}).get("dagster/code_version") \
-            if records else None
-        if made_by is None or made_by != asset_graph.get(key).code_version:
-            todo.add(key)
-            todo |= _descendants(asset_graph, key) & set(keys)
+    with partition_loading_context(dynamic_partitions_store=instance):
+        for key in keys:
+            if key in todo:
+                continue
+            latest = _latest_materialization(instance, key, partition_key)
+            behind = latest is None or (latest.event_log_entry.asset_materialization.tags or {}).get(
+                "dagster/code_version") != asset_graph.get(key).code_version
+            for parent in asset_graph.get(key).parent_keys:
+                if behind:
+                    break
+                for parent_pk in asset_graph.get_parent_partition_keys_for_child(
+                        partition_key, parent, key).partitions_subset.get_partition_keys():
+                    upstream = _latest_materialization(instance, parent, parent_pk)
+                    if upstream is not None and upstream.storage_id > latest.storage_id:
+                        behind = True
+                        break
+            if behind:
+                todo.add(key)
+                todo |= _descendants(asset_graph, key) & set(keys)
     return [k for k in keys if k in todo]
+
+
+def _latest_materialization(instance, key, partition_key: str):
+    import dagster as dg
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition_key]), limit=1).records
+    return records[0] if records else None
 
 
 def _descendants(asset_graph, key) -> set:
@@ -72,7 +89,6 @@ def _topological(asset_graph, keys) -> list:
 
 
 def _execute(job, instance, partition_key: str, selection: list, label: str) -> None:
-    import dagster as dg
     if not selection:
         print(f"  {label}: up to date, skipped", file=sys.stderr)
         return
@@ -83,22 +99,8 @@ def _execute(job, instance, partition_key: str, selection: list, label: str) -> 
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         tags={"octavia/trigger": "cli"})
     if not result.success:
-        reasons = []
-        for event in result.all_events:
-            if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                user = event.step_failure_data.user_failure_data
-                msg = user.description if user and user.description else _root_cause(event.step_failure_data.error)
-                reasons.append(f"{event.step_key}: {msg}")
-        raise RuntimeError("; ".join(reasons) + f" (run {result.run_id})" if reasons else
-                           f"{label} failed (run {result.run_id})")
-
-
-def _root_cause(error) -> str:
-    """The innermost error of a Dagster step failure, as 'Type: message' on one line."""
-    while error.cause is not None:
-        error = error.cause
-    lines = error.message.strip().splitlines()
-    return lines[-1] if lines else error.cls_name or "unknown error"
+        from .jobs import failure_summary
+        raise RuntimeError(f"{failure_summary(result)} (run {result.run_id})")
 
 
 def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
@@ -151,11 +153,19 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
             _execute(deliver, instance, video_key, _stage_plan(instance, deliver, graph, video_key), "deliver")
         except RuntimeError as e:
             return _fail(f"dub of {video.name} failed: {e}")
-    results = [output_key(video_key, f"{video_key}.dubbed.mp4"), output_key(video_key, "quality_report.json")]
+    results = [output_key(video_key, f"{video_key}.dubbed.mp4"), output_key(video_key, "quality_report.json"),
+               output_key(video_key, "quality_report.html")]
     out_dir = out_dir or Path("out")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = video.stem
-    names = [f"{stem}.{'-'.join(languages)}.mp4", f"{stem}.quality_report.json"]
+    names = [f"{stem}.{'-'.join(languages)}.mp4", f"{stem}.quality_report.json", f"{stem}.quality_report.html"]
+    # Subtitles: SRT and WebVTT for the source language and every target.
+    source_lang = store.read_json(f"derived/{video_key}/transcript/transcript.json")["language"]
+    for sub_key in sorted(o.key for o in store.list_objects(output_key(video_key, "subtitles") + "/")):
+        lang, ext = sub_key.rsplit(".", 2)[-2:]
+        if lang in languages or lang == source_lang:
+            results.append(sub_key)
+            names.append(f"{stem}.{lang}.{ext}")
     print(f"octavia: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     for key, name in zip(results, names):
         dest = out_dir / name
@@ -163,7 +173,8 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
             tmp = dest.with_name(f".{dest.name}.part")
             shutil.copyfile(src, tmp)
             os.replace(tmp, dest)
-        print(f"{'final video' if name.endswith('.mp4') else 'quality report'}: {dest.resolve()}")
+        kind = {"mp4": "final video", "srt": "subtitles", "vtt": "subtitles"}.get(name.rsplit(".", 1)[-1], "quality report")
+        print(f"{kind}: {dest.resolve()}")
     return 0
 
 
@@ -174,7 +185,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("video", type=Path)
     p.add_argument("--to", default=None, help="target languages, comma-separated (default: OCTAVIA_TARGET_LANGUAGES or pt)")
     p.add_argument("--out", type=Path, default=None, help="folder for the final video and report (default ./out)")
+    u = sub.add_parser("upload", help="put a video in the media store's uploads/ (OCTAVIA_STORAGE) for the sensor")
+    u.add_argument("file", type=Path)
+    u.add_argument("--tier", choices=["free", "pro"], default="free", help="run priority tier (pro runs first)")
+    u.add_argument("--presign", action="store_true", help="print a presigned PUT URL for a client instead")
+    u.add_argument("--expires", type=int, default=None, help="URL lifetime in seconds (default 24 h)")
+    r = sub.add_parser("url", help="download URLs of a video's final video and quality report")
+    r.add_argument("video", help="the video's partition key")
+    r.add_argument("--expires", type=int, default=None, help="URL lifetime in seconds (default 24 h)")
+    e = sub.add_parser("eval", help="measure stages against the ground truth in ../shared/media")
+    e.add_argument("what", choices=["listen"])
+    e.add_argument("--media", default=None, help="media kit folder (default ../shared/media)")
+    e.add_argument("--json", default=None, help="also write the tables as JSON to this file")
     args = parser.parse_args(argv)
+    if args.command in ("upload", "url"):
+        from .platform import cli_upload, cli_url
+        try:
+            return (cli_upload(args.file, args.tier, args.presign, args.expires) if args.command == "upload"
+                    else cli_url(args.video, args.expires))
+        except (OSError, ValueError, NotImplementedError) as e:
+            return _fail(str(e))
+    if args.command == "eval":
+        from .evaluation import main as evaluate
+        return evaluate([args.what] + [f for k in ("media", "json") if getattr(args, k)
+                                       for f in (f"--{k}", getattr(args, k))])
     if args.command == "dub":
         from .settings import target_languages
         if args.to:

@@ -14,9 +14,23 @@ import numpy as np
 
 from .resources.storage import MediaStore
 
-# Declarative automation: re-run when upstream data changes, and when this asset's code or model
-# version changes. Sensors and the CLI start the root stages; this cascades the rest.
-DOWNSTREAM = dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed()
+def _downstream_condition() -> dg.AutomationCondition:
+    """eager(), except that a dependency counts as updated only once its new bytes exist.
+
+    Every asset returns a content-hash data version, so re-running a stage that yields identical
+    output (a retry, an unchanged re-run, a model upgrade that changes nothing here) triggers
+    nothing downstream. Unlike eager(), it does not chain on "will be requested": a stage waits
+    for its dependency's actual result, one automation tick per level. code_version_changed()
+    re-requests an asset when its engine's version (model, weights, parameters) changes.
+    """
+    dep_changed = dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target()
+    eager_on_new_bytes = dg.AutomationCondition.eager().replace(
+        "any_deps_updated", dg.AutomationCondition.any_deps_match(dep_changed).with_label("any_deps_changed_bytes"))
+    return (eager_on_new_bytes | dg.AutomationCondition.code_version_changed()).with_label("octavia_downstream")
+
+
+# Sensors and the CLI start the root stages; this condition cascades the rest.
+DOWNSTREAM = _downstream_condition()
 
 
 def derived_key(video: str, *parts: str) -> str:

@@ -3,29 +3,26 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sensors.notifications import completion_webhook, failure_notification
 from sensors.uploads import upload_sensor
 
-from . import audio, chunks, delivery, dubbing, mix, report, source, speakers, stems, transcript, translation, voices
+from . import (audio, chunks, delivery, dubbing, mix, pre_analysis, report, source, speakers, stems, transcript,
+               translation, voices)
+from .automation import automation_sensor, build_redub_schedules
 from .jobs import deliver_job, dub_job, ingest_job
 from .resources.engines import (AsrEngine, DiarizationEngine, SeparationEngine, TranslationEngine, TtsEngine,
                                 VadEngine, configured_engine)
-from .resources.storage import LocalMediaStore
+from .platform import executor_for_env, media_store_for_env, webhook_for_env
 
-STAGE_MODULES = [source, audio, stems, chunks, speakers, transcript, translation, voices, dubbing, mix, delivery,
-                 report]
-
-# Runs the declarative automation (eager cascade, model-version re-runs); Dagster's default one
-# starts STOPPED, this one is on as soon as the daemon runs.
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "octavia_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30, run_tags={"octavia/trigger": "automation"},
-)
-
+STAGE_MODULES = [source, audio, pre_analysis, stems, speakers, chunks, transcript, translation, voices, dubbing, mix,
+                 delivery, report]
 
 def resources_for_env() -> dict:
-    """Local folder store and offline engines by default; engines are picked by OCTAVIA_*_ENGINE."""
+    """Local folder store and offline engines by default; engines are picked by OCTAVIA_*_ENGINE,
+    the store by OCTAVIA_STORAGE=local|s3 (see platform.py)."""
     return {
-        "media_store": LocalMediaStore(),
+        "media_store": media_store_for_env(),
+        "webhook": webhook_for_env(),
         "separation": SeparationEngine(engine=configured_engine("separation")),
         "vad": VadEngine(engine=configured_engine("vad")),
         "diarization": DiarizationEngine(engine=configured_engine("diarization")),
@@ -35,9 +32,13 @@ def resources_for_env() -> dict:
     }
 
 
+stage_assets = dg.load_assets_from_modules(STAGE_MODULES)
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(STAGE_MODULES),
+    assets=stage_assets,
     jobs=[ingest_job, dub_job, deliver_job],
-    sensors=[upload_sensor, automation_sensor],
+    schedules=build_redub_schedules(stage_assets),
+    sensors=[upload_sensor, automation_sensor, completion_webhook, failure_notification],
     resources=resources_for_env(),
+    executor=executor_for_env(stage_assets),
 )

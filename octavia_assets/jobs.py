@@ -36,3 +36,21 @@ dub_job = dg.define_asset_job("dub_job", selection=DUB, hooks=_hooks,
                               description="Per video and language: translation, dubbed lines, final mix.")
 deliver_job = dg.define_asset_job("deliver_job", selection=DELIVER, hooks=_hooks,
                                   description="Per video: final video with every language, quality report.")
+
+
+def failure_summary(result) -> str:
+    """One line per failed step of an in-process run: the user-facing reason, else the root error."""
+    reasons = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            user = event.step_failure_data.user_failure_data
+            if user and user.description:
+                msg = user.description
+            else:
+                error = event.step_failure_data.error
+                while error.cause is not None:
+                    error = error.cause
+                lines = error.message.strip().splitlines()
+                msg = lines[-1] if lines else error.cls_name or "unknown error"
+            reasons.append(f"{event.step_key}: {msg}")
+    return "; ".join(reasons) or "run failed"

