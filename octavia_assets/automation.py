@@ -3,6 +3,9 @@ import os
 
 import dagster as dg
 
+#: in-process runs keep Dagster's console quiet; failures are summarised by the caller.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
 #: re-dubs yield to fresh uploads (the queued run coordinator launches higher priority first).
 REDUB_TAGS = {"dagster/priority": "-1", "octavia/trigger": "redub"}
 
@@ -102,7 +105,7 @@ def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursor_path, max_
                 if on_run:
                     on_run(key, pk)
                 run = job.execute_in_process(instance=instance, partition_key=pk, asset_selection=[key],
-                                             tags=REDUB_TAGS, raise_on_error=False)
+                                             tags=REDUB_TAGS, raise_on_error=False, run_config=QUIET_CONSOLE)
                 if not run.success:
                     from .jobs import failure_summary
                     raise RuntimeError(f"[{pk}] {failure_summary(run)} (run {run.run_id})")

@@ -89,14 +89,14 @@ def _topological(asset_graph, keys) -> list:
 
 
 def _execute(job, instance, partition_key: str, selection: list, label: str) -> None:
+    from .automation import QUIET_CONSOLE
     if not selection:
         print(f"  {label}: up to date, skipped", file=sys.stderr)
         return
     print(f"  {label}: {', '.join(k.to_user_string() for k in selection)}", file=sys.stderr, flush=True)
     result = job.execute_in_process(
         instance=instance, partition_key=partition_key, asset_selection=selection, raise_on_error=False,
-        # Dagster's own console output stays quiet; failures are summarised below, in full in the UI.
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        run_config=QUIET_CONSOLE,
         tags={"octavia/trigger": "cli"})
     if not result.success:
         from .jobs import failure_summary
@@ -178,6 +178,43 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
     return 0
 
 
+def redub(stages: list[str] | None, batch: int) -> int:
+    """The re-dub schedule's work, in-process: partitions behind their stage's current code version,
+    re-materialized in bounded batches; then the automation conditions settle the downstream."""
+    from .settings import prepare_home
+    home = prepare_home()
+    import warnings
+
+    import dagster as dg
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    from .automation import partitions_behind, settle
+    from .definitions import defs, stage_assets
+
+    by_name = {a.key.to_user_string(): a for a in stage_assets}
+    unknown = sorted(set(stages or []) - set(by_name))
+    if unknown:
+        return _fail(f"unknown stage(s) {unknown}; stages: {', '.join(sorted(by_name))}")
+    chosen = [by_name[s] for s in stages] if stages else [a for a in stage_assets if a.partitions_def is not None]
+    job = defs.resolve_implicit_global_asset_job_def()
+    cursor = home / "automation.cursor"
+    with dg.DagsterInstance.get() as instance:
+        try:
+            # Bring the automation state up to now first, so the re-dubs below count as new changes.
+            settle(defs, instance, cursor)
+            for asset in chosen:
+                current = asset.code_versions_by_key[asset.key]
+                for pk in partitions_behind(instance, asset, current)[:batch]:
+                    _execute(job, instance, pk, [asset.key], f"redub {asset.key.to_user_string()} [{pk}]")
+            done = settle(defs, instance, cursor,
+                          on_run=lambda key, pk: print(f"  then {key.to_user_string()} [{pk}]", file=sys.stderr,
+                                                        flush=True))
+        except RuntimeError as e:
+            return _fail(f"re-dub failed: {e}")
+    print(f"octavia: re-dub done ({done} downstream partition(s) re-materialized)", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="octavia", description="Dub videos into other languages (Dagster assets).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("what", choices=["listen"])
     e.add_argument("--media", default=None, help="media kit folder (default ../shared/media)")
     e.add_argument("--json", default=None, help="also write the tables as JSON to this file")
+    rd = sub.add_parser("redub", help="re-run, on this machine, every partition made by an older model, "
+                                       "then whatever its new output changes downstream")
+    rd.add_argument("--stage", action="append", default=None,
+                    help="only this stage (repeatable; default: every stage with a model version)")
+    rd.add_argument("--batch", type=int, default=50, help="at most this many partitions per stage (default 50)")
     args = parser.parse_args(argv)
+    if args.command == "redub":
+        return redub(args.stage, args.batch)
     if args.command in ("upload", "url"):
         from .platform import cli_upload, cli_url
         try:

@@ -32,3 +32,16 @@ def test_bad_language_list(octavia_home, tmp_path):
     import os
     r = run_cli("dub", str(REPO / "samples" / "octavia_sample.mp4"), "--to", "p|t", env=dict(os.environ))
     assert r.returncode == 1 and "not ISO 639 codes" in r.stderr
+
+
+def test_redub_rejects_an_unknown_stage(octavia_home):
+    import os
+    r = run_cli("redub", "--stage", "nope", env=dict(os.environ))
+    assert r.returncode == 1 and "unknown stage(s) ['nope']" in r.stderr and "transcript" in r.stderr
+
+
+def test_redub_on_an_empty_home_has_nothing_to_do(octavia_home):
+    import os
+    r = run_cli("redub", env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    assert "re-dub done (0 downstream partition(s) re-materialized)" in r.stderr
