@@ -23,6 +23,12 @@ MIX = REPO.parent / "shared" / "media" / "composites" / "dev" / "mix.wav"
 
 # Each stage as a small program run in a fresh interpreter: argv[1] = working folder.
 STAGES = {
+    "pre_analysis": """
+from octavia_assets.resources.engines import _embedder, _speech_detector, _transcriber
+from octavia_assets.pre_analysis import analyse_soundtrack
+analyse_soundtrack(work / "input_16k.wav", _speech_detector("silero"), _transcriber("faster-whisper-base"),
+                   _embedder("campplus"))
+""",
     "separation": """
 from octavia_assets.resources.engines import _separator
 _separator("spleeter").separate(work / "input_44k.wav", work / "vocals.wav", work / "background.wav")

@@ -7,14 +7,15 @@ detected language is handed to ASR (transcript) instead of being guessed again p
 import time
 
 import dagster as dg
+import soundfile as sf
 
 from .audio import SPEECH_RATE, audio
 from .common import DOWNSTREAM, derived_key, materialized, video_of
 from .partitions import videos
-from .resources.chunking import background_level
+from .resources.chunking import background_level_of_file
 from .resources.diarization import estimate_speaker_count
 from .resources.engines import AsrEngine, DiarizationEngine, VadEngine, engine_version
-from .resources.media import ProbeResult, read_audio
+from .resources.media import ProbeResult
 from .resources.storage import MediaStore
 
 #: below this background score (share of non-speech time with sound 35 dB under the speech or
@@ -22,6 +23,30 @@ from .resources.storage import MediaStore
 SPEECH_ONLY_MAX_BACKGROUND = 0.2
 #: the language is passed to ASR only when language id is at least this sure.
 LANGUAGE_MIN_PROBABILITY = 0.8
+
+
+def transcriber_scan_s(transcriber) -> float:
+    """Seconds from the start that language id looks at (all of it when the engine does not say)."""
+    return getattr(transcriber, "LID_SCAN_SECONDS", 4 * 3600.0)
+
+
+def analyse_soundtrack(wav16k_path, speech_detector, transcriber, embedder) -> dict:
+    """Speech regions, background level, language and speaker-count hint of a 16 kHz WAV.
+
+    Every step reads the file in blocks or windows, so memory does not grow with its length.
+    """
+    regions = speech_detector.speech_regions(wav16k_path)
+    info = sf.info(str(wav16k_path))
+    rate = info.samplerate
+    heard = {"regions": regions, "duration_s": info.frames / rate, "speech_s": sum(e - s for s, e in regions),
+             "background": background_level_of_file(wav16k_path, regions), "language": "und",
+             "language_probability": 0.0, "speakers": {"speakers": 0, "windows": 0, "cluster_sizes": []}}
+    if regions and rate == SPEECH_RATE:
+        head, _ = sf.read(str(wav16k_path), stop=int(transcriber_scan_s(transcriber) * rate), dtype="float32",
+                          always_2d=True)
+        heard["language"], heard["language_probability"] = transcriber.detect_language_samples(head.mean(axis=1))
+        heard["speakers"] = estimate_speaker_count(wav16k_path, regions, embedder)
+    return heard
 
 
 def plan(background_score: float | None, speech_ratio: float) -> dict:
@@ -43,16 +68,10 @@ def pre_analysis(context: dg.AssetExecutionContext, media_store: MediaStore, vad
         derived_key(video, "source", "probe.json")).items() if k != "object_key"})
     stream = facts.audio
     with media_store.open_local(derived_key(video, "audio", "audio_16k.wav")) as src:
-        regions = vad.get().speech_regions(src)
-        samples, rate = read_audio(src, mono=True)
-    duration = len(samples) / rate
-    speech_s = sum(e - s for s, e in regions)
-    background = background_level(samples, rate, regions)
-    language, language_p = "und", 0.0
-    speakers = {"speakers": 0, "windows": 0, "cluster_sizes": []}
-    if regions:
-        language, language_p = asr.get().detect_language_samples(samples) if rate == SPEECH_RATE else ("und", 0.0)
-        speakers = estimate_speaker_count(samples, regions, diarization.get_embedder())
+        heard = analyse_soundtrack(src, vad.get(), asr.get(), diarization.get_embedder())
+    regions, duration, speech_s = heard["regions"], heard["duration_s"], heard["speech_s"]
+    background, speakers = heard["background"], heard["speakers"]
+    language, language_p = heard["language"], heard["language_probability"]
     decisions = plan(background["background_score"], speech_s / duration if duration else 0.0)
     doc = {
         "duration_s": round(duration, 3),

@@ -19,6 +19,9 @@ from octavia_assets.resources.diarization import (
     GENDER_F0_THRESHOLD_HZ,
     SenkoDiarizer,
     SpeakerEmbedder,
+    _merge_intervals,
+    _subtract_intervals,
+    clip_snr_db,
     der,
     der_breakdown,
     read_rttm,
@@ -271,9 +274,17 @@ def test_profiles_of_the_dev_composite(wav16k, embedder):
     for speaker, p in profiles.items():
         assert p["turns"] == sum(t.speaker == speaker for t in ref)
         assert p["speech_s"] == pytest.approx(sum(t.end - t.start for t in ref if t.speaker == speaker))
-        assert 1 <= len(p["reference_intervals"]) <= 3
+        assert p["reference_intervals"]
         lengths = [r["end"] - r["start"] for r in p["reference_intervals"]]
-        assert lengths == sorted(lengths, reverse=True) and min(lengths) >= 1.5
+        assert p["reference_s"] == pytest.approx(sum(lengths), abs=0.01) and p["reference_s"] <= 30.0
+        assert min(lengths[:-1] or [1.5]) >= 1.5 - 1e-6     # only the last one may be cut short
+        # best SNR first, and at least 10 s whenever the speaker has that much clean speech
+        snrs = [round(clip_snr_db(_samples(path, r["start"], r["end"])), 1) for r in p["reference_intervals"]]
+        assert snrs == sorted(snrs, reverse=True)
+        clean = _subtract_intervals(_merge_intervals((t.start, t.end) for t in ref if t.speaker == speaker),
+                                    _merge_intervals(others[speaker]))
+        usable = sum(e - s for s, e in clean if e - s >= 1.5)
+        assert p["reference_s"] >= min(10.0, usable) - 0.01
         for r in p["reference_intervals"]:
             assert all(r["end"] <= s or r["start"] >= e for s, e in others[speaker])
         assert len(p["embedding"]) == EMBEDDING_DIM

