@@ -7,7 +7,6 @@ already materialized with the current code version, and copies the results to --
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -18,14 +17,6 @@ from pathlib import Path
 def _fail(reason: str) -> int:
     print(f"octavia: error: {reason}", file=sys.stderr)
     return 1
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _stage_plan(instance, job, asset_graph, partition_key: str) -> list:
@@ -124,6 +115,7 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
     from .definitions import defs
     from .partitions import video_language_key
     from .registry import UPLOAD_PREFIX, register_upload
+    from .resources.storage import sha256_file
 
     from .delivery import target_languages_of_catalogue
     if target_languages_of_catalogue() != languages:
@@ -133,7 +125,7 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
     store = defs.resources["media_store"]
     key = UPLOAD_PREFIX + video.name
     # Same bytes under the same name: keep the stored copy, so the video keeps its partition key.
-    if not store.exists(key) or store.sha256(key) != _sha256(video):
+    if not store.exists(key) or store.sha256(key) != sha256_file(video):
         store.put_file(video, key)
     video_key = register_upload(store, store.stat(key))
     started = time.perf_counter()
@@ -239,7 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     rd.add_argument("--stage", action="append", default=None,
                     help="only this stage (repeatable; default: every stage with a model version)")
     rd.add_argument("--batch", type=int, default=50, help="at most this many partitions per stage (default 50)")
+    m = sub.add_parser("metrics", help="serve Prometheus metrics (stage durations, failures, queue depth) "
+                                       "of the instance at $DAGSTER_HOME")
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    m.add_argument("--port", type=int, default=9464, help="port of /metrics (default 9464)")
     args = parser.parse_args(argv)
+    if args.command == "metrics":
+        from .observability import serve_metrics
+        from .settings import prepare_home
+        prepare_home()
+        return serve_metrics(args.host, args.port)
     if args.command == "redub":
         return redub(args.stage, args.batch)
     if args.command in ("upload", "url"):

@@ -13,6 +13,7 @@ from .jobs import deliver_job, dub_job, ingest_job
 from .resources.engines import (AsrEngine, DiarizationEngine, SeparationEngine, TranslationEngine, TtsEngine,
                                 VadEngine, configured_engine)
 from .platform import executor_for_env, media_store_for_env, webhook_for_env
+from .retention import retention_job, retention_schedule
 
 STAGE_MODULES = [source, audio, pre_analysis, stems, speakers, chunks, transcript, translation, voices, dubbing, mix,
                  delivery, report]
@@ -36,8 +37,8 @@ stage_assets = dg.load_assets_from_modules(STAGE_MODULES)
 
 defs = dg.Definitions(
     assets=stage_assets,
-    jobs=[ingest_job, dub_job, deliver_job],
-    schedules=build_redub_schedules(stage_assets),
+    jobs=[ingest_job, dub_job, deliver_job, retention_job],
+    schedules=[*build_redub_schedules(stage_assets), retention_schedule],
     sensors=[upload_sensor, automation_sensor, completion_webhook, failure_notification],
     resources=resources_for_env(),
     executor=executor_for_env(stage_assets),

@@ -49,7 +49,12 @@ def duration_report(source: dict, out_facts) -> dict:
     """Per-stream duration of the output against the source's, in seconds and video frames: video,
     audio and subtitle streams (the muxer pads subtitle tracks to the video's end)."""
     fps = next((s["fps"] for s in source["streams"] if s["codec_type"] == "video" and s.get("fps")), None) or 25.0
-    deltas = {f"{s.codec_type}{s.index}": (s.duration or out_facts.duration) - source["duration"]
+    # The video stream is copied bit-exact, so it is held to the source's own video stream, which
+    # may end before the container (variable frame rate, a last frame held).
+    source_video_s = next((s["duration"] for s in source["streams"] if s["codec_type"] == "video" and s.get("duration")),
+                          source["duration"])
+    deltas = {f"{s.codec_type}{s.index}": (s.duration or out_facts.duration)
+              - (source_video_s if s.codec_type == "video" else source["duration"])
               for s in out_facts.streams if s.codec_type in ("audio", "video", "subtitle")}
     worst = max(abs(d) for d in deltas.values())
     return {"source_duration_s": round(source["duration"], 4), "output_duration_s": round(out_facts.duration, 4),
@@ -118,7 +123,7 @@ def final_video(context: dg.AssetExecutionContext, media_store: MediaStore, tts:
                                   sample_rate=source_audio.get("sample_rate") or 48000)
             mux(src, tracks, source["duration"], tmp / "out.mp4", keep_original_audio=settings.keep_original_audio,
                 audio_codec=settings.audio_codec, audio_bitrate=settings.audio_bitrate, subtitles=subs,
-                original_audio=original)
+                original_audio=original, has_video=any(s["codec_type"] == "video" for s in source["streams"]))
         facts = probe(tmp / "out.mp4")
         media_store.put_file(tmp / "out.mp4", out)
     durations = duration_report(source, facts)

@@ -17,6 +17,7 @@ from .resources.timing import FIT_TOLERANCE_S, MIN_GAP_S, fit_dub_line
 from .resources.tts import Synthesizer, choose_voices
 from .resources.types import VoiceChoice
 from .translation import translation
+from .speakers import voice_profiles
 from .voices import voices
 
 
@@ -123,7 +124,7 @@ def dubbed_chunks(context: dg.AssetExecutionContext, media_store: MediaStore, tt
     chosen = {s: VoiceChoice.from_dict(v) for s, v in voice_doc["voices"].items()}
     if any(v.engine != synth.name for v in chosen.values()):
         # The configured engine does not speak this language: the fallback picks its own voices.
-        profiles = media_store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
+        profiles = voice_profiles(media_store, video)
         chosen = choose_voices(profiles, synth, lang)
     condenser = default_condenser()
     placed, reused = dub_lines(media_store, synth, chosen, doc["lines"], duration, lang,
@@ -175,7 +176,7 @@ def dub_quality(context: dg.AssetExecutionContext, media_store: MediaStore, asr:
     started = time.perf_counter()
     video, lang = video_and_lang(context)
     doc = media_store.read_json(derived_key(video, lang, "dubbed_chunks.json"))
-    profiles = media_store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
+    profiles = voice_profiles(media_store, video)
 
     def load(key):
         with media_store.open_local(key) as path:

@@ -47,3 +47,8 @@ def target_languages() -> list[str]:
 
 def max_upload_seconds() -> float:
     return float(os.environ.get("OCTAVIA_MAX_DURATION_S", 4 * 3600))
+
+
+def max_upload_bytes() -> int:
+    """Largest accepted upload, checked from the store's metadata before anything is downloaded."""
+    return int(os.environ.get("OCTAVIA_MAX_UPLOAD_BYTES", 20 * 1024 ** 3))

@@ -8,7 +8,7 @@ from .common import derived_key, fail, materialized, upload_record_key, video_of
 from .partitions import videos
 from .resources.media import MediaError, probe
 from .resources.storage import MediaStore
-from .settings import max_upload_seconds
+from .settings import max_upload_bytes, max_upload_seconds
 
 
 @dg.asset(partitions_def=videos, group_name="ingest", kinds={"ffmpeg"}, code_version="probe-v1")
@@ -22,6 +22,18 @@ def source_video(context: dg.AssetExecutionContext, media_store: MediaStore) -> 
         raise fail(context, f"video {video!r} has no upload record ({record_key}); register it with the "
                             "upload sensor or `octavia dub`")
     record = store.read_json(record_key)
+    # Size and identity from the store's metadata: nothing is downloaded for an upload we refuse.
+    try:
+        info = store.stat(record["object_key"])
+    except FileNotFoundError:
+        raise fail(context, f"upload {record['object_key']!r} is gone from the media store") from None
+    if info.size > max_upload_bytes():
+        raise fail(context, f"upload is {info.size} bytes, over the limit of {max_upload_bytes()} bytes "
+                            "(OCTAVIA_MAX_UPLOAD_BYTES)")
+    if record.get("version") and info.version != record["version"]:
+        # The key was overwritten: the new bytes are another video (the sensor registers them apart).
+        raise fail(context, f"upload {record['object_key']!r} was replaced by a newer upload since this video "
+                            "was registered; the new content is dubbed as its own video")
     try:
         with store.open_local(record["object_key"]) as path:
             facts = probe(path)

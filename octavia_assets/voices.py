@@ -10,7 +10,7 @@ from .resources.engines import TtsEngine, engine_version
 from .resources.speaker_registry import apply_registry
 from .resources.storage import MediaStore
 from .resources.tts import choose_voices
-from .speakers import speaker_map
+from .speakers import speaker_map, voice_profiles
 
 
 @dg.asset(partitions_def=videos, group_name="speak", kinds={"onnx"}, deps=[speaker_map],
@@ -20,7 +20,7 @@ def voices(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsE
     a person already in the speaker registry (another video) keeps the voice they had there."""
     started = time.perf_counter()
     video = video_of(context)
-    profiles = media_store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
+    profiles = voice_profiles(media_store, video)
     synth = tts.get()
     chosen = apply_registry(media_store, video, profiles, choose_voices(profiles, synth, None), synth.name)
     out = derived_key(video, "voices", "voices.json")

@@ -6,7 +6,7 @@ import jiwer
 import numpy as np
 import pytest
 
-from octavia_assets.resources.media import probe, read_audio
+from octavia_assets.resources.media import probe
 
 # Measured on the dev composite (English lines only; transcribed from the separated vocals with
 # the music underneath): see the closing note of the end-to-end issue. The bound leaves room for

@@ -1,7 +1,7 @@
 """Speaker registry: the same person keeps the same voice across videos."""
 import numpy as np
 
-from octavia_assets.resources.speaker_registry import REGISTRY_KEY, apply_registry
+from octavia_assets.resources.speaker_registry import apply_registry, read_registry
 from octavia_assets.resources.types import VoiceChoice
 
 
@@ -22,7 +22,7 @@ def test_same_person_same_voice_across_videos(media_store):
                             "B": {"embedding": _emb(0, base=bob), "speech_s": 5}},
                            {"A": _choice("A", "jf_alpha", -1.0), "B": _choice("B", "jm_kumo", 2.0)}, "kokoro")
     assert first["A"].voice == "jf_alpha"                       # new people keep the chosen voices
-    assert len(media_store.read_json(REGISTRY_KEY)["people"]) == 2
+    assert len(read_registry(media_store)["people"]) == 2
     # Video b: Alice again (another recording: a noisy embedding), plus a stranger. The voice choice
     # for b alone would have given Alice another voice; the registry puts hers back.
     second = apply_registry(media_store, "video-b",
@@ -32,7 +32,7 @@ def test_same_person_same_voice_across_videos(media_store):
     assert second["X"].voice == "jf_alpha" and second["X"].pitch_shift_semitones == -1.0
     assert "registered as person-0001" in second["X"].reason
     assert second["Y"].voice == "jf_tebukuro"
-    people = media_store.read_json(REGISTRY_KEY)["people"]
+    people = read_registry(media_store)["people"]
     assert len(people) == 3 and people[0]["videos"] == ["video-a", "video-b"]
     # Re-running a video is stable, whatever the per-video choice says.
     again = apply_registry(media_store, "video-b",
@@ -40,7 +40,7 @@ def test_same_person_same_voice_across_videos(media_store):
                             "Y": {"embedding": _emb(4), "speech_s": 6}},
                            {"X": _choice("X", "jf_nezumi"), "Y": _choice("Y", "jf_alpha")}, "kokoro")
     assert again["X"].voice == "jf_alpha" and again["Y"].voice == "jf_tebukuro"
-    assert len(media_store.read_json(REGISTRY_KEY)["people"]) == 3
+    assert len(read_registry(media_store)["people"]) == 3
     # A registered voice never collides with another speaker's voice in the same video.
     third = apply_registry(media_store, "video-c",
                            {"X": {"embedding": _emb(5, noise=0.03, base=alice), "speech_s": 4},

@@ -73,7 +73,8 @@ def probe(path: str | os.PathLike) -> ProbeResult:
         info = ffmpeg.probe(str(path), count_packets=None)
     except ffmpeg.Error as e:
         last = (e.stderr or b"").decode(errors="replace").strip().splitlines()
-        reason = last[-1] if last else "ffprobe failed"
+        # ffprobe names the full local path (a temp download on S3): keep only the file name
+        reason = (last[-1] if last else "ffprobe failed").replace(f"{path}: ", "")
         raise MediaError(f"{path.name}: not a readable media file ({reason})") from None
     fmt = info.get("format", {})
     streams = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -164,6 +165,14 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
 
         measured = _loudnorm_measure(ducked, s)
         normalised = tmp / "normalised.wav"
+        if not math.isfinite(float(measured["input_i"])):
+            # A silent mix (silent soundtrack, nothing dubbed) has no loudness to normalise (loudnorm
+            # fails on it): silence stays silence.
+            final, sr = read_audio(ducked)
+            write_audio(out_path, final, sr, subtype="PCM_24")
+            return {"integrated_lufs": -70.0, "true_peak_dbtp": -70.0, "samples": len(final), "sample_rate": sr,
+                    "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
+                    "input_lufs_before_norm": -70.0, "normalization_type": "none: silent mix"}
         chain = (ffmpeg.input(str(ducked)).audio
                  .filter("loudnorm", I=s.target_lufs, TP=s.true_peak_db, LRA=s.loudness_range,
                          measured_I=measured["input_i"], measured_TP=measured["input_tp"],

@@ -54,7 +54,7 @@ def _bitrate_for(bitrate: str, channels: int) -> str:
 def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: float, out_path: str | os.PathLike,
         keep_original_audio: bool = False, audio_codec: str = "aac", audio_bitrate: str = "192k",
         original_language: str | None = None, subtitles: list[SubtitleTrack] = (),
-        original_audio: AudioTrack | None = None) -> None:
+        original_audio: AudioTrack | None = None, has_video: bool = True) -> None:
     """Mux into an MP4 of exactly ``duration_s``: video copied (no re-encode), audio tracks in order
     (the first one default), then the original audio if asked, then soft subtitles (mov_text).
 
@@ -66,7 +66,7 @@ def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: flo
     all_tracks = list(tracks)
     if keep_original_audio:
         all_tracks.append(original_audio or AudioTrack(str(video_path), original_language or "und", "Original"))
-    streams = [src["v:0"]]
+    streams = [src["v:0"]] if has_video else []   # an audio-only upload gets an audio-only MP4
     args: dict[str, str] = {}
     for i, t in enumerate(all_tracks):
         rate = t.sample_rate if t.sample_rate in AAC_SAMPLE_RATES else 48000
@@ -91,9 +91,9 @@ def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: flo
     # Track titles: MP4 keeps a track's name in its handler (hdlr), which players show; set through a
     # second metadata option addressed by absolute stream index (ffmpeg-python takes each name once).
     for i, t in enumerate(all_tracks):
-        args[f"metadata:s:{1 + i}"] = f"handler_name={t.title}"
+        args[f"metadata:s:{int(has_video) + i}"] = f"handler_name={t.title}"
     for i, sub in enumerate(subtitles):
-        args[f"metadata:s:{1 + len(all_tracks) + i}"] = f"handler_name={sub.title}"
+        args[f"metadata:s:{int(has_video) + len(all_tracks) + i}"] = f"handler_name={sub.title}"
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.part")
     with pad_dir:

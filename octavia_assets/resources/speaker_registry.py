@@ -1,6 +1,6 @@
 """Speaker registry: the same person gets the same synthetic voice in every video.
 
-One JSON document in the media store (``registry/speakers.json``) lists the people seen so far: a
+One JSON document in the media store (``registry/speakers.sealed``, AES-GCM sealed: it holds voice fingerprints) lists the people seen so far: a
 CAM++ embedding (mean of their appearances, L2-normalised), the engine and voice they were given,
 and the videos they appeared in. :func:`apply_registry` matches a video's speaker profiles against
 it (cosine >= ``MATCH_COSINE``), reuses the registered voice for a match and registers new people.
@@ -10,11 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 from .types import VoiceChoice
+from .voice_vault import put_sealed_json, read_sealed_json
 
-REGISTRY_KEY = "registry/speakers.json"
+REGISTRY_KEY = "registry/speakers.sealed"
+#: the registry holds voice fingerprints of many videos: sealed under its own derived key.
+REGISTRY_KEY_ID = "speaker-registry"
 # CAM++ cosine above which two profiles are taken as the same person. Same-speaker pairs across
 # recordings score about 0.7-0.9 with CAM++, different speakers mostly below 0.5.
 MATCH_COSINE = 0.65
+
+
+def read_registry(store) -> dict:
+    """The registry document, unsealed ({"people": []} before the first video)."""
+    return read_sealed_json(store, REGISTRY_KEY_ID, REGISTRY_KEY) if store.exists(REGISTRY_KEY) else {"people": []}
 
 
 def _unit(v) -> np.ndarray:
@@ -28,7 +36,7 @@ def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[st
     """``chosen`` with registered people's voices put back, and the registry updated (new people
     added, this video recorded for the matched ones). A registered voice is not reused when another
     speaker of this video already has it (different speakers keep distinct voices)."""
-    doc = store.read_json(REGISTRY_KEY) if store.exists(REGISTRY_KEY) else {"people": []}
+    doc = read_registry(store)
     people = doc["people"]
     out = dict(chosen)
     taken_by_registry: set[str] = set()
@@ -59,5 +67,5 @@ def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[st
             people.append({"id": f"person-{len(people) + 1:04d}", "engine": engine, "voice": chosen[speaker].voice,
                            "pitch_shift_semitones": chosen[speaker].pitch_shift_semitones,
                            "embedding": e.round(6).tolist(), "videos": [video]})
-    store.put_json(doc, REGISTRY_KEY)
+    put_sealed_json(store, REGISTRY_KEY_ID, doc, REGISTRY_KEY)
     return out

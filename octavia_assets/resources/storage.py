@@ -5,6 +5,7 @@ Writes are atomic: readers never see a partially written object.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -39,6 +40,9 @@ class ObjectInfo:
     size: int
     # A content identity: ETag on S3, size+mtime locally (cheap; a new upload changes it).
     version: str
+    #: when the object was last written (UTC), where the store reports it; retention reads it.
+    #: Not part of equality: ``version`` is the object's identity.
+    modified: dt.datetime | None = field(default=None, compare=False)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -77,6 +81,11 @@ class MediaStore(dg.ConfigurableResource):
 
     def delete(self, key: str) -> None:
         raise NotImplementedError
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete every key (missing ones are no error)."""
+        for key in keys:
+            self.delete(key)
 
     def download_url(self, key: str, expires_s: int | None = None) -> str:
         """A URL a client can fetch the object from (a presigned GET on S3, the file URI locally)."""
@@ -143,7 +152,8 @@ class LocalMediaStore(MediaStore):
     @staticmethod
     def _info(key: str, path: Path) -> ObjectInfo:
         st = path.stat()
-        return ObjectInfo(key=key, size=st.st_size, version=f"{st.st_size}-{st.st_mtime_ns}")
+        return ObjectInfo(key=key, size=st.st_size, version=f"{st.st_size}-{st.st_mtime_ns}",
+                          modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
 
     def list_objects(self, prefix: str, start_after: str = "", limit: int = 1000) -> list[ObjectInfo]:
         base = self.base
@@ -270,7 +280,8 @@ class S3MediaStore(MediaStore):
             if self._is_missing(e):
                 raise FileNotFoundError(f"no object {key!r} in s3://{self._bucket}/{self._root}") from None
             raise
-        return ObjectInfo(key=key, size=head["ContentLength"], version=head["ETag"].strip('"'))
+        return ObjectInfo(key=key, size=head["ContentLength"], version=head["ETag"].strip('"'),
+                          modified=head.get("LastModified"))
 
     def exists(self, key: str) -> bool:
         try:
@@ -291,7 +302,7 @@ class S3MediaStore(MediaStore):
             for obj in page.get("Contents", []):
                 # Listed as found, unchecked: the caller decides what to do with an unsafe name.
                 found.append(ObjectInfo(key=self._relative(obj["Key"]), size=obj["Size"],
-                                        version=obj["ETag"].strip('"')))
+                                        version=obj["ETag"].strip('"'), modified=obj.get("LastModified")))
             if not page.get("IsTruncated"):
                 break
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
@@ -338,6 +349,16 @@ class S3MediaStore(MediaStore):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self._bucket, Key=self._full(key))
+
+    def delete_many(self, keys: list[str]) -> None:
+        # DeleteObjects takes up to 1000 keys per request.
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": self._full(k)} for k in keys[i:i + 1000]]
+            response = self.client.delete_objects(Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True})
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise OSError(f"S3 refused to delete {len(response['Errors'])} objects, e.g. "
+                              f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}")
 
     def download_url(self, key: str, expires_s: int | None = None) -> str:
         return self.client.generate_presigned_url(
