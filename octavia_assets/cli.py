@@ -115,7 +115,7 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
     from .definitions import defs
     from .partitions import video_language_key
     from .registry import UPLOAD_PREFIX, register_upload
-    from .resources.storage import sha256_file
+    from .resources.media import sha256_file
 
     from .delivery import target_languages_of_catalogue
     if target_languages_of_catalogue() != languages:

@@ -89,7 +89,7 @@ def test_assembled_weights_match_published_hash(transcriber):
     d = asr_mod.assemble_whisper_base()
     model = d / "model.bin"
     assert model.stat().st_size == asr_mod.WHISPER_BASE.model_size
-    assert asr_mod._sha256(model) == asr_mod.WHISPER_BASE.model_sha256
+    assert asr_mod.sha256_file(model) == asr_mod.WHISPER_BASE.model_sha256
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         assert (d / name).is_file()
     assert not list(d.glob(".*.part")), "temp files left behind"

@@ -8,10 +8,11 @@ import pytest
 
 from octavia_assets.resources.media import probe
 
-# Measured on the dev composite (English lines only; transcribed from the separated vocals with
-# the music underneath): see the closing note of the end-to-end issue. The bound leaves room for
-# run-to-run and platform differences of int8 inference without hiding a broken ASR stage.
-MAX_WER = 0.20
+# Measured on the dev composite (English lines; transcribed from the separated vocals with the
+# music underneath): 0.090 with silence-only chunking, 0.067 with speaker-aware chunking. The
+# bound leaves room for run-to-run and platform differences of int8 inference without hiding a
+# broken ASR stage (a wrong language or lost words pushes it far past 0.3).
+MAX_WER = 0.15
 
 
 def normalise(text: str) -> str:

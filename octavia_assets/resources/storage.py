@@ -6,7 +6,6 @@ Writes are atomic: readers never see a partially written object.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
+
+from .media import sha256_file
 from pydantic import Field, PrivateAttr
 
 
@@ -43,14 +44,6 @@ class ObjectInfo:
     #: when the object was last written (UTC), where the store reports it; retention reads it.
     #: Not part of equality: ``version`` is the object's identity.
     modified: dt.datetime | None = field(default=None, compare=False)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class MediaStore(dg.ConfigurableResource):
