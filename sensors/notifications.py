@@ -96,6 +96,15 @@ def _video_of_run(run: dg.DagsterRun) -> str | None:
     return run.tags.get("dagster/partition/video") or partition.split("|")[-1]
 
 
+def _materialized(instance: dg.DagsterInstance, run: dg.DagsterRun, key: dg.AssetKey) -> bool:
+    """Whether the run materialized ``key``: whole-job runs (deliver_job, the CLI) carry an empty
+    asset_selection, so the run's own events are what tell."""
+    if run.asset_selection and key not in run.asset_selection:
+        return False
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return any(r.event_log_entry.asset_materialization.asset_key == key for r in records)
+
+
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitor_all_code_locations=False,
                       minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
                       name="completion_webhook")
@@ -103,7 +112,7 @@ def completion_webhook(context: dg.RunStatusSensorContext, media_store: MediaSto
                        webhook: WebhookNotifier) -> dg.SkipReason | None:
     run = context.dagster_run
     video = _video_of_run(run)
-    if not webhook.enabled or video is None or COMPLETION_ASSET not in (run.asset_selection or set()):
+    if not webhook.enabled or video is None or not _materialized(context.instance, run, COMPLETION_ASSET):
         return dg.SkipReason("not a delivery run, or no OCTAVIA_WEBHOOK_URL")
     status = webhook.post(completion_event(media_store, video, run.run_id))
     context.log.info(f"completion webhook for video {video}: HTTP {status}")

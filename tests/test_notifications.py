@@ -108,3 +108,34 @@ def test_failed_run_sends_a_failure_notification(receiver, media_store):
     assert "empty (0 bytes)" in event["failed_steps"][0]["error"]
 
 
+
+
+def test_delivery_run_triggers_the_signed_completion_webhook(receiver, octavia_home, tmp_path):
+    """A real delivery run (fast test doubles for the model stages) -> the completion sensor -> POST."""
+    from octavia_assets.definitions import defs as real_defs
+    from octavia_assets.partitions import video_language_key
+    from sensors.notifications import completion_webhook
+    from tests.conftest import SAMPLE_VIDEO, make_media
+    from tests.fakes import fake_resources
+
+    defs = dg.Definitions(assets=list(real_defs.assets), jobs=list(real_defs.jobs), resources=fake_resources())
+    store = fake_resources()["media_store"]
+    clip = make_media(tmp_path / "clip.mp4", "-i", str(SAMPLE_VIDEO), "-t", "8", "-c", "copy")
+    with dg.instance_for_test() as instance:
+        video = register_upload(store, store.put_file(clip, "uploads/clip.mp4"))
+        instance.add_dynamic_partitions("videos", [video])
+        for job, pk in [("ingest_job", video), ("dub_job", video_language_key(video, "pt")), ("deliver_job", video)]:
+            result = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=pk)
+        run = instance.get_run_by_id(result.run_id)
+        success = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="completion_webhook", dagster_event=success, dagster_instance=instance, dagster_run=run,
+            resources={"media_store": store, "webhook": WebhookNotifier(url=receiver["url"], secret=SECRET)})
+        assert completion_webhook(ctx) is None
+    (headers, body), = receiver["received"]
+    event = verify(headers, body)
+    assert event["video"] == video and event["run_id"] == result.run_id
+    assert set(event["outputs"]) == {"video", "quality_report"}
+    quality = event["quality"]
+    assert quality["duration_match"]["max_stream_delta_frames"] == 0.0
+    assert quality["languages"][0]["language"] == "pt" and quality["speaker_count"] == 2
