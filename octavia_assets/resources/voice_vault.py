@@ -45,13 +45,18 @@ def master_key() -> bytes:
     path = octavia_home() / "voice.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:   # O_EXCL: two workers starting at once agree on one key
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole to a private temp file, then linked into place: a worker starting at the
+        # same time sees either no key file or the complete one, and both end up with one key.
+        tmp = path.with_name(f".voice.key.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        try:
+            os.link(tmp, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(secrets.token_bytes(32)).decode())
+        finally:
+            tmp.unlink()
     return base64.b64decode(path.read_text().strip())
 
 
