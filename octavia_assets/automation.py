@@ -93,7 +93,7 @@ def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursor_path, max_
         cursor = deserialize_value(cursor_path.read_text())
     else:  # a sensor that never ticked starts with an initial evaluation, which requests nothing
         cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
-    order = _topological(graph)
+    order = topological_order(graph)
     done = 0
     for _ in range(max_ticks):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
@@ -118,7 +118,8 @@ def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursor_path, max_
     return done
 
 
-def _topological(graph) -> list:
+def topological_order(graph, keys=None) -> list:
+    """Asset keys parents-first (ties by name): all of the graph's, or only ``keys`` in that order."""
     order: list = []
 
     def visit(key):
@@ -130,4 +131,4 @@ def _topological(graph) -> list:
 
     for key in sorted(graph.get_all_asset_keys()):
         visit(key)
-    return order
+    return order if keys is None else [k for k in order if k in keys]

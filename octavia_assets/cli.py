@@ -23,7 +23,8 @@ def _stage_plan(instance, job, asset_graph, partition_key: str) -> list:
     """Assets of ``job`` to (re)materialize for the partition, plus their downstream: missing ones,
     ones made by another code/model version, and ones older than an upstream materialization."""
     from dagster._core.definitions.partitions.context import partition_loading_context
-    keys = _topological(asset_graph, job.asset_layer.selected_asset_keys)
+    from .automation import topological_order
+    keys = topological_order(asset_graph, job.asset_layer.selected_asset_keys)
     todo: set = set()
     with partition_loading_context(dynamic_partitions_store=instance):
         for key in keys:
@@ -62,21 +63,6 @@ def _descendants(asset_graph, key) -> set:
                 seen.add(child)
                 stack.append(child)
     return seen
-
-
-def _topological(asset_graph, keys) -> list:
-    order: list = []
-
-    def visit(k):
-        if k in order or k not in keys:
-            return
-        for parent in asset_graph.get(k).parent_keys:
-            visit(parent)
-        order.append(k)
-
-    for k in sorted(keys):
-        visit(k)
-    return order
 
 
 def _execute(job, instance, partition_key: str, selection: list, label: str) -> None:
