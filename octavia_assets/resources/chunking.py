@@ -89,11 +89,12 @@ class SileroSpeechDetector(SpeechDetector):
         return _merge(regions, 0.0)
 
 
-def silero_speech_stamps(wav16k_path: str | os.PathLike, model, **params) -> list[dict]:
+def silero_speech_stamps(wav16k_path: str | os.PathLike, model, gain: float = 1.0, **params) -> list[dict]:
     """``silero_vad.get_speech_timestamps`` (in samples) of a 16 kHz file, read in blocks so memory
     stays flat in the input's length: the frames (512 samples) are fed to ``model`` (ONNX or JIT)
     in order with its state carried over, exactly as that function does on a whole array, and the
-    probabilities go through its own ``get_speech_timestamps_from_probs``."""
+    probabilities go through its own ``get_speech_timestamps_from_probs``. ``gain`` scales the
+    samples first (clipped to [-1, 1]): Silero is level-sensitive and misses quiet speech."""
     import torch
     from silero_vad.utils_vad import get_speech_timestamps_from_probs
 
@@ -105,6 +106,8 @@ def silero_speech_stamps(wav16k_path: str | os.PathLike, model, **params) -> lis
             raise ValueError(f"Silero needs 16 kHz audio, not {f.samplerate} Hz")
         for block in f.blocks(blocksize=_VAD_FRAME * 1024, dtype="float32", always_2d=True):
             mono = np.ascontiguousarray(block.mean(axis=1), np.float32)
+            if gain != 1.0:
+                mono = np.clip(mono * gain, -1.0, 1.0)
             length += len(mono)
             for i in range(0, len(mono), _VAD_FRAME):
                 frame = mono[i:i + _VAD_FRAME]
