@@ -29,10 +29,11 @@ from octavia_assets.common import derived_key  # noqa: E402
 from octavia_assets.dubbing import dub_lines, speedup_stats  # noqa: E402
 from octavia_assets.resources.condense import RuleCondenser, default_condenser  # noqa: E402
 from octavia_assets.resources.dubcheck import roundtrip_wer, speaker_similarity  # noqa: E402
-from octavia_assets.resources.engines import TtsEngine, _embedder, _transcriber  # noqa: E402
+from octavia_assets.resources.engines import DiarizationEngine, TtsEngine, _embedder, _transcriber  # noqa: E402
 from octavia_assets.resources.media import read_audio  # noqa: E402
 from octavia_assets.resources.storage import LocalMediaStore  # noqa: E402
-from octavia_assets.resources.translation import default_translator  # noqa: E402
+from octavia_assets.resources.translation import default_translator, translate_lines  # noqa: E402
+from octavia_assets.speakers import voice_profiles  # noqa: E402
 from octavia_assets.resources.tts import choose_voices  # noqa: E402
 from octavia_assets.resources.types import VoiceChoice  # noqa: E402
 
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
     video = args.video
     transcript = store.read_json(derived_key(video, "transcript", "transcript.json"))
     duration = store.read_json(derived_key(video, "chunks", "chunks.json"))["duration_s"]
-    profiles = store.read_json(derived_key(video, "speaker_map", "speaker_map.json"))["speakers"]
+    # sealed (needs the instance's voice key); re-derived in memory when deleted after the final mix
+    profiles = voice_profiles(store, video, DiarizationEngine())
     voice_doc = store.read_json(derived_key(video, "voices", "voices.json"))
     tts = TtsEngine()
     chain = default_translator()
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     for lang in [x.strip() for x in args.langs.split(",") if x.strip()]:
         lines = transcript["lines"]
         t0 = time.perf_counter()
-        texts = chain.translate([ln["text"] for ln in lines], transcript["language"], lang)
+        texts, sources = translate_lines(chain, lines, transcript["language"], lang, log=print)
         engine = chain.last_engine.name if chain.last_engine else "none"
         targets = [{**ln, "text": t} for ln, t in zip(lines, texts)]
         synth = tts.get(lang)
@@ -87,7 +89,9 @@ def main(argv=None) -> int:
                "dub_s": round(t2 - t1, 1), **speedup_stats(speedups),
                "speedups": speedups,
                "lines_condensed": sum(p["condensed"] for p in placed),
-               "lines_borrowing": sum(p["lead_s"] > 0 for p in placed),
+               "lines_borrowing": sum(p["lead_s"] > 0 or p.get("tail_s", 0) > 0 for p in placed),
+               "lines_delayed": sum(p["delay_s"] > 0 for p in placed),
+               "lines_from_other_languages": sum(src != transcript["language"] for src in sources),
                "lines_stretched": sum(p["stretch"] > 1 for p in placed),
                "lines_not_fitting": sum(not p["fits"] for p in placed),
                "lines_dropped": len(lines) - len(placed),

@@ -48,6 +48,11 @@ def _stage_plan(instance, job, asset_graph, partition_key: str) -> list:
     return [k for k in keys if k in todo]
 
 
+def _topological(asset_graph, job) -> list:
+    from .automation import topological_order
+    return topological_order(asset_graph, job.asset_layer.selected_asset_keys)
+
+
 def _latest_materialization(instance, key, partition_key: str):
     import dagster as dg
     records = instance.fetch_materializations(
@@ -80,9 +85,12 @@ def _execute(job, instance, partition_key: str, selection: list, label: str) -> 
         raise RuntimeError(f"{failure_summary(result)} (run {result.run_id})")
 
 
-def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
+def dub(video: Path, languages: list[str], out_dir: Path | None, voice_sample: Path | None = None,
+        sample_speaker: str = "main") -> int:
     if not video.is_file():
         return _fail(f"{video}: no such file")
+    if voice_sample is not None and not voice_sample.is_file():
+        return _fail(f"{voice_sample}: no such file (--voice-sample)")
     os.environ["OCTAVIA_TARGET_LANGUAGES"] = ",".join(languages)
     os.environ.setdefault("OCTAVIA_PROGRESS", "1")
     from .settings import prepare_home, target_languages
@@ -114,6 +122,17 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
     if not store.exists(key) or store.sha256(key) != sha256_file(video):
         store.put_file(video, key)
     video_key = register_upload(store, store.stat(key))
+    new_sample = False
+    if voice_sample is not None:
+        # The user's own voice for a speaker, stored only sealed; a new one re-chooses the voices.
+        from .resources.voice_samples import sample_key, store_user_sample
+        skey = sample_key(video_key, sample_speaker)
+        before = store.read_bytes(skey) if store.exists(skey) else None
+        try:
+            store_user_sample(store, video_key, voice_sample, sample_speaker)
+        except ValueError as e:
+            return _fail(str(e))
+        new_sample = store.read_bytes(skey) != before
     started = time.perf_counter()
     print(f"octavia: dubbing {video.name} into {', '.join(languages)} (video {video_key}, home {home})",
           file=sys.stderr, flush=True)
@@ -122,7 +141,12 @@ def dub(video: Path, languages: list[str], out_dir: Path | None) -> int:
         graph = defs.resolve_asset_graph()
         try:
             ingest = defs.resolve_job_def("ingest_job")
-            _execute(ingest, instance, video_key, _stage_plan(instance, ingest, graph, video_key), "ingest")
+            plan = _stage_plan(instance, ingest, graph, video_key)
+            if new_sample:
+                voices_key = dg.AssetKey("voices")
+                again = {voices_key} | _descendants(graph, voices_key)
+                plan = [k for k in _topological(graph, ingest) if k in set(plan) | again]
+            _execute(ingest, instance, video_key, plan, "ingest")
             dub_job = defs.resolve_job_def("dub_job")
             for lang in languages:
                 pk = video_language_key(video_key, lang)
@@ -200,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("video", type=Path)
     p.add_argument("--to", default=None, help="target languages, comma-separated (default: OCTAVIA_TARGET_LANGUAGES or pt)")
     p.add_argument("--out", type=Path, default=None, help="folder for the final video and report (default ./out)")
+    p.add_argument("--voice-sample", type=Path, default=None,
+                   help="your own voice (any audio file, a few seconds or more) for the main speaker; stored sealed")
+    p.add_argument("--sample-speaker", default="main",
+                   help="the speaker the voice sample is for: 'main' (most speech, default) or an id like SPEAKER_01")
     u = sub.add_parser("upload", help="put a video in the media store's uploads/ (OCTAVIA_STORAGE) for the sensor")
     u.add_argument("file", type=Path)
     u.add_argument("--tier", choices=["free", "pro"], default="free", help="run priority tier (pro runs first)")
@@ -221,7 +249,19 @@ def main(argv: list[str] | None = None) -> int:
                                        "of the instance at $DAGSTER_HOME")
     m.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     m.add_argument("--port", type=int, default=9464, help="port of /metrics (default 9464)")
+    md = sub.add_parser("models", help="production engines' weights in the model directory (OCTAVIA_MODEL_DIR)")
+    msub = md.add_subparsers(dest="models_command", required=True)
+    mf = msub.add_parser("fetch", help="download models (needs internet; default: the production set)")
+    mf.add_argument("model", nargs="*", help="model ids (see `octavia models list`)")
+    mf.add_argument("--all", action="store_true", help="every model in the registry")
+    mf.add_argument("--force", action="store_true", help="download again even when present")
+    msub.add_parser("list", help="which models are present, their size and licence")
     args = parser.parse_args(argv)
+    if args.command == "models":
+        from .resources.model_fetch import main as models_main
+        if args.models_command == "list":
+            return models_main([], listing=True)
+        return models_main(args.model, fetch_all=args.all, force=args.force)
     if args.command == "metrics":
         from .observability import serve_metrics
         from .settings import prepare_home
@@ -248,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             langs = target_languages()
         except ValueError as e:
             return _fail(str(e))
-        return dub(args.video, langs, args.out)
+        return dub(args.video, langs, args.out, args.voice_sample, args.sample_speaker)
     return 2
 
 

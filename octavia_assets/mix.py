@@ -13,6 +13,8 @@ from .partitions import VIDEO_DIMENSION, video_lang
 from .resources.media import read_audio
 from .resources.mixing import MixSettings, mix, voice_leakage_db
 from .resources.storage import MediaStore
+from .settings import target_languages
+from .speakers import delete_voice_data
 from .stems import stems
 
 
@@ -61,4 +63,9 @@ def final_mix(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.
         checks.dub_speaks_where_speech_was(dub, rate, lines).result("dub_speaks_where_speech_was", checks.WARN),
     ]
     result = materialized(media_store, [out], started, **figures, leakage_vs_vocals_db=leak["leakage_db"])
+    # The voice data has served its purpose once every language is mixed: delete it (a re-dub
+    # re-derives it from the stems). The mix is already stored, so a failure here loses nothing.
+    deleted = delete_voice_data(media_store, video, target_languages())
+    if deleted:
+        context.log.info(f"voice data of {video} deleted ({len(deleted)} objects): every target language is mixed")
     return dg.MaterializeResult(metadata=result.metadata, data_version=result.data_version, check_results=results)

@@ -46,12 +46,33 @@ def lines_from(transcripts: list[ChunkTranscript], chunk_list: list[Chunk], turn
             end = chunk.end if words is groups[-1][1] else words[-1].end
             conf = sum(w.probability for w in words) / len(words)
             lines.append(Line(index=len(lines), start=round(start, 3), end=round(end, 3), speaker=who, text=text,
-                              words=[w.to_dict() for w in words], confidence=round(conf, 3)))
+                              words=[w.to_dict() for w in words], confidence=round(conf, 3),
+                              language=ct.language or ""))
     return lines
 
 
+# A chunk is transcribed in its own language when Whisper is at least this sure of it on the chunk
+# alone (a Spanish answer in an English interview), else in the video's language.
+CHUNK_LANGUAGE_MIN_PROBABILITY = 0.8
+
+
+def transcribe_by_language(transcriber, src, chunk_list: list[Chunk], language: str) -> list[ChunkTranscript]:
+    """Each chunk transcribed in its own language (see CHUNK_LANGUAGE_MIN_PROBABILITY), in chunk order."""
+    found = transcriber.chunk_languages(src, chunk_list, language)
+    groups: dict[str, list[Chunk]] = {}
+    for c, (lang, p) in zip(chunk_list, found):
+        own = lang if lang != language and p >= CHUNK_LANGUAGE_MIN_PROBABILITY else language
+        groups.setdefault(own, []).append(c)
+    results = []
+    for lang, group in groups.items():
+        results += transcriber.transcribe(src, group, language=lang)
+    for r in results:
+        r.language = r.language or language
+    return sorted(results, key=lambda r: r.chunk)
+
+
 @dg.asset(partitions_def=videos, group_name="listen", kinds={"whisper"}, deps=[chunks, speaker_map],
-          code_version=engine_version("asr"), automation_condition=DOWNSTREAM, pool="gpu")
+          code_version=engine_version("asr") + "+chunk-language-v1", automation_condition=DOWNSTREAM, pool="gpu")
 def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: AsrEngine) -> dg.MaterializeResult:
     """Transcribed lines: text, word timestamps, speaker and language."""
     started = time.perf_counter()
@@ -66,10 +87,10 @@ def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: 
     with media_store.open_local(derived_key(video, "stems", "vocals_16k.wav")) as src:
         if chunk_list and analysis.get("language_probability", 0.0) >= LANGUAGE_MIN_PROBABILITY:
             language, language_p = analysis["language"], analysis["language_probability"]
-            results = transcriber.transcribe(src, chunk_list, language=language)
+            results = transcribe_by_language(transcriber, src, chunk_list, language)
         elif chunk_list:    # unsure on the mixture: ask again on the clean vocals
             language, language_p = transcriber.detect_language(src)
-            results = transcriber.transcribe(src, chunk_list, language=language)
+            results = transcribe_by_language(transcriber, src, chunk_list, language)
         else:
             results = []
     lines = lines_from(results, chunk_list, turns)
@@ -78,8 +99,11 @@ def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: 
                           "lines": [ln.to_dict() for ln in lines]}, out)
     words = sum(len(ln.words) for ln in lines)
     preview = "\n".join(f"[{ln.start:6.1f}s {ln.speaker}] {ln.text}" for ln in lines[:8])
+    other = sorted({ln.language for ln in lines if ln.language and ln.language != language})
     return materialized(
         media_store, [out], started, model=transcriber.version, language=language,
+        other_languages=", ".join(other) or "none",
+        lines_in_other_languages=sum(bool(ln.language) and ln.language != language for ln in lines),
         language_probability=round(language_p, 3), line_count=len(lines), word_count=words,
         mean_confidence=round(sum(ln.confidence for ln in lines) / len(lines), 3) if lines else 0.0,
         preview=dg.MetadataValue.md(f"```\n{preview}\n```") if lines else "(no speech)",

@@ -6,9 +6,9 @@ import dagster as dg
 
 from .common import DOWNSTREAM, derived_key, fail, materialized, video_and_lang
 from .partitions import VIDEO_DIMENSION, video_lang
-from .resources.engines import TranslationEngine, engine_version
+from .resources.engines import TranslationEngine, engine_version, gpu_pool
 from .resources.storage import MediaStore
-from .resources.translation import UnsupportedLanguagePair
+from .resources.translation import UnsupportedLanguagePair, same_language, translate_lines
 from .transcript import transcript
 
 
@@ -52,12 +52,15 @@ def set_override(media_store: MediaStore, video: str, lang: str, index: int, tex
 
 @dg.asset(partitions_def=video_lang, group_name="speak", kinds={"translate"},
           deps=[dg.AssetDep(transcript, partition_mapping=VIDEO_DIMENSION)],
-          code_version=engine_version("translation"), automation_condition=DOWNSTREAM)
+          # each line from its own spoken language since per-line-source-v1
+          code_version=engine_version("translation") + "+per-line-source-v1", automation_condition=DOWNSTREAM,
+          pool=gpu_pool("translation"))   # "gpu" with an NLLB/SeamlessM4T chain, else any worker
 def translation(context: dg.AssetExecutionContext, media_store: MediaStore,
                 translator: TranslationEngine) -> dg.MaterializeResult:
     """Per-line target text (same timing and speaker as the source line); the lines a user edited in
-    ``overrides/<video>/<lang>.json`` take the user's text. The whole video goes to the engine in one
-    batch, in order, so an engine that reads context sees each line's neighbours."""
+    ``overrides/<video>/<lang>.json`` take the user's text. Each line is translated from its own spoken
+    language (a line already in the target language passes through); the lines of one language go to
+    the engine in one batch, in order, so an engine that reads context sees each line's neighbours."""
     started = time.perf_counter()
     video, lang = video_and_lang(context)
     doc = media_store.read_json(derived_key(video, "transcript", "transcript.json"))
@@ -65,7 +68,7 @@ def translation(context: dg.AssetExecutionContext, media_store: MediaStore,
     lines = doc["lines"]
     engine = translator.get()
     try:
-        texts = engine.translate([ln["text"] for ln in lines], source, lang) if lines else []
+        texts, sources = translate_lines(engine, lines, source, lang, log=context.log.warning) if lines else ([], [])
     except UnsupportedLanguagePair as e:
         raise fail(context, f"cannot translate {source}->{lang}: {e}") from None
     try:
@@ -73,8 +76,9 @@ def translation(context: dg.AssetExecutionContext, media_store: MediaStore,
     except ValueError as e:
         raise fail(context, str(e)) from None
     out_lines = [{**{k: ln[k] for k in ("index", "start", "end", "speaker")}, "source_text": ln["text"],
-                  "text": overrides.get(ln["index"], t), "machine_text": t, "overridden": ln["index"] in overrides}
-                 for ln, t in zip(lines, texts)]
+                  "source_language": src, "text": overrides.get(ln["index"], t), "machine_text": t,
+                  "overridden": ln["index"] in overrides}
+                 for ln, t, src in zip(lines, texts, sources)]
     used = getattr(engine, "last_engine", None)
     out = derived_key(video, lang, "translation.json")
     media_store.put_json({"source_language": source, "language": lang, "engine": engine.version,
@@ -84,6 +88,7 @@ def translation(context: dg.AssetExecutionContext, media_store: MediaStore,
     sample = "\n".join(f"- {ln['source_text']}\n  → {ln['text']}" for ln in out_lines[:5])
     return materialized(media_store, [out], started, model=engine.version, source_language=source,
                         target_language=lang, line_count=len(out_lines), lines_overridden=len(overrides),
+                        lines_from_other_languages=sum(not same_language(s, source) for s in sources),
                         engine_used=used.name if used else engine.name,
                         length_ratio=round(dst_chars / src_chars, 3) if src_chars else 0.0,
                         sample=dg.MetadataValue.md(sample or "(no lines)"))

@@ -91,3 +91,111 @@ def postgres_db():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+class CuttableProxy:
+    """A TCP proxy in front of a server that a test can cut like a network outage: while cut, the
+    port refuses connections and open ones are reset; restored, it listens on the same port again,
+    and the server behind it (with its state) never noticed. ``cut_after(n, down_s)`` cuts once
+    ``n`` bytes have gone through in the given direction (mid-upload or mid-download)."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1"):
+        import threading
+        self.host, self.target_port = host, target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._armed: tuple[str, int, float] | None = None
+        self._counted = 0
+        self.cuts: list[float] = []       # monotonic times of each cut
+        self.restores: list[float] = []
+        self.restore()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def restore(self) -> None:
+        import threading
+        with self._lock:
+            if self._listener is not None:
+                return
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.host, self.port))
+            s.listen(64)
+            self._listener = s
+            self.restores.append(time.monotonic())
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def cut(self, down_s: float | None = None) -> None:
+        import threading
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+            self.cuts.append(time.monotonic())
+        for s in ([listener] if listener else []) + conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        if down_s is not None:
+            threading.Timer(down_s, self.restore).start()
+
+    def cut_after(self, n_bytes: int, down_s: float, direction: str = "up") -> None:
+        """Cut once ``n_bytes`` more have passed client->server ("up") or server->client ("down")."""
+        with self._lock:
+            self._counted = 0
+            self._armed = (direction, n_bytes, down_s)
+
+    def close(self) -> None:
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection((self.host, self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:   # cut meanwhile
+                    client.close(), upstream.close()
+                    return
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, "down"), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+            trip = None
+            with self._lock:
+                if self._armed and self._armed[0] == direction:
+                    self._counted += len(data)
+                    if self._counted >= self._armed[1]:
+                        trip, self._armed = self._armed[2], None
+            if trip is not None:
+                self.cut(down_s=trip)
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return

@@ -118,3 +118,12 @@ def test_asides_are_the_last_resort():
     short = r.shorten(line, "es", 80)
     assert short == "La impresión, difiere de casi todas las artes, representadas en la exposición."
     assert RuleCondenser(aside_ratio=10).shorten(line, "es", 80) == line      # asides off
+
+
+def test_european_portuguese_spellings_become_brazilian_for_a_pt_target():
+    from octavia_assets.resources.textnorm import normalize_for_speech
+    text = "Actualmente a direcção do projecto é óptima."
+    assert normalize_for_speech(text, "pt") == "Atualmente a direção do projeto é ótima."
+    assert normalize_for_speech(text, "pt-BR") == "Atualmente a direção do projeto é ótima."
+    assert normalize_for_speech(text, "pt-PT") == text                   # European target: untouched
+    assert normalize_for_speech("o facto e a acta", "pt") == "o facto e a acta"   # words, not spellings

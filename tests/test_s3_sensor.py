@@ -30,11 +30,12 @@ def test_ten_thousand_uploads_each_run_once(s3_store):
                 break
             assert len(result.run_requests) <= uploads_mod.MAX_UPLOADS_PER_TICK
             run_keys += [r.run_key for r in result.run_requests]
-            partitions += result.dynamic_partitions_requests[0].partition_keys
+            partitions += [r.partition_key for r in result.run_requests]
             cursor = result.cursor
         # Every object exactly once, in key order; one partition each.
         assert [k.split("@")[0] for k in run_keys] == sorted(keys)
         assert len(set(run_keys)) == n and len(set(partitions)) == n
+        assert sorted(instance.get_dynamic_partitions("videos")) == sorted(partitions)
         # Once caught up, a tick lists nothing old and requests nothing.
         assert tick(instance, s3_store, cursor).run_requests == []
         # A new upload after 10 000 is the only thing the next tick sees.

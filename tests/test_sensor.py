@@ -14,9 +14,7 @@ def test_new_upload_becomes_partition_and_run(media_store):
     media_store.put_bytes(b"not really a video", "uploads/My Talk.mp4")
     with dg.instance_for_test() as instance:
         result = tick(instance, media_store)
-        (add,) = result.dynamic_partitions_requests
-        assert add.partitions_def_name == "videos" and len(add.partition_keys) == 1
-        video = add.partition_keys[0]
+        (video,) = instance.get_dynamic_partitions("videos")
         assert video.startswith("my-talk-")
         (run,) = result.run_requests
         assert run.partition_key == video and run.run_key.startswith("uploads/My Talk.mp4@")
@@ -36,6 +34,7 @@ def test_same_upload_twice_runs_once(media_store):
         replay = tick(instance, media_store, cursor=None)
         assert replay.run_requests[0].run_key == first.run_requests[0].run_key
         assert replay.run_requests[0].partition_key == first.run_requests[0].partition_key
+        assert instance.get_dynamic_partitions("videos") == [first.run_requests[0].partition_key]
 
 
 def test_work_per_tick_is_bounded_and_resumes(media_store, monkeypatch):

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from octavia_assets.resources.storage import LocalMediaStore, UnsafeKeyError, check_key
@@ -38,6 +40,35 @@ def test_list_objects_is_ordered_bounded_and_resumes_after_cursor(tmp_path):
     assert [o.key for o in store.list_objects("uploads/", limit=2)] == keys[:2]
     assert [o.key for o in store.list_objects("uploads/", start_after="uploads/a.mp4")] == keys[1:]
     assert store.list_objects("nothing/") == []
+
+
+def test_list_objects_matches_key_order_across_folders_and_skips_old_subtrees(tmp_path, monkeypatch):
+    # Key order, not folder order: "a.mp4" < "a/x.mp4" < "a0.mp4" ('.' < '/' < '0'), as S3 lists them.
+    store = LocalMediaStore(root=str(tmp_path))
+    names = ["a0.mp4", "a/x.mp4", "a.mp4", "a/b/y.mp4", "b/z.mp4", "c/d/e.mp4", "c.mp4"]
+    for name in names:
+        store.put_bytes(b"x", f"uploads/{name}")
+    every = sorted(f"uploads/{n}" for n in names)
+    assert [o.key for o in store.list_objects("uploads/")] == every
+    for i, cursor in enumerate(every):
+        assert [o.key for o in store.list_objects("uploads/", start_after=cursor)] == every[i + 1:]
+        assert [o.key for o in store.list_objects("uploads/", start_after=cursor, limit=2)] == every[i + 1:i + 3]
+    # A cursor inside a folder, between keys that exist.
+    assert [o.key for o in store.list_objects("uploads/", start_after="uploads/a/c")] == every[every.index("uploads/a/x.mp4"):]
+    # Folders wholly before the cursor are not even opened: a tick's cost does not grow with old uploads.
+    opened = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: opened.append(os.path.relpath(p, tmp_path)) or real_scandir(p))
+    assert [o.key for o in store.list_objects("uploads/", start_after="uploads/b/z.mp4", limit=1)] == ["uploads/c.mp4"]
+    assert opened == ["uploads", "uploads/b"]  # not a/ nor a/b/ (before), nor c/ (past the limit)
+
+
+def test_local_put_json_if_absent_writes_once_and_leaves_no_temp_files(tmp_path):
+    store = LocalMediaStore(root=str(tmp_path))
+    assert store.put_json_if_absent({"n": 1}, "videos/v/upload.json") is True
+    assert store.put_json_if_absent({"n": 2}, "videos/v/upload.json") is False
+    assert store.read_json("videos/v/upload.json") == {"n": 1}
+    assert [p.name for p in (tmp_path / "videos" / "v").iterdir()] == ["upload.json"]
 
 
 @pytest.mark.parametrize("key", ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a/\x00b"])

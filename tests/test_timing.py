@@ -180,3 +180,55 @@ def test_fit_dub_line_splits_text_over_the_engine_limit():
     assert len(s.calls) == 3 and f.fits
     # every piece spoken whole (the fake speaks 0.05 s per character), with two pauses between
     assert f.duration_s == pytest.approx((30 + 30 + 14) * 0.05 + 2 * 0.12, abs=0.08)
+
+
+def test_tighten_pauses_shortens_only_long_inner_pauses():
+    from octavia_assets.resources.timing import tighten_pauses
+    word = _voice_like(0.5)
+    gap = lambda s: np.zeros(int(s * SR), np.float32)   # noqa: E731
+    a = np.concatenate([word, gap(1.2), word, gap(0.2), word])
+    out = tighten_pauses(a, SR, max_pause_s=0.35)
+    # the 1.2 s pause becomes 0.35 s, the 0.2 s one is kept; the words themselves are all there
+    assert out.size / SR == pytest.approx(a.size / SR - 0.85, abs=0.03)
+    loud = lambda x: int((np.abs(x) > 0.05).sum())      # noqa: E731
+    assert abs(loud(out) - loud(a)) <= 0.01 * loud(a)
+    assert np.array_equal(tighten_pauses(word, SR), word)            # nothing to shorten
+
+
+class _PausingSynth(_FakeSynth):
+    """Like _FakeSynth, with a 1 s pause after every comma (as Kokoro does at some commas)."""
+
+    def synthesize(self, text, voice, language, speed=1.0):
+        self.calls.append(speed)
+        eff = 1 + (speed - 1) * self.honour
+        parts = []
+        for i, piece in enumerate(text.split(",")):
+            if i:
+                parts.append(np.zeros(int(1.0 / eff * SR), np.float32))
+            parts.append(_voice_like(max(len(piece), 1) * self.spc / eff))
+        sil = np.zeros(int(0.2 * SR), np.float32)
+        return np.concatenate([sil, *parts, sil])
+
+
+def test_fit_dub_line_tightens_pauses_before_speeding_up():
+    s = _PausingSynth()
+    text = "Uno dos tres cuatro, cinco seis siete ocho."           # 2.15 s of speech + a 1 s pause
+    f = fit_dub_line(s, text, "v", "es", slot_s=2.6)
+    assert f.steps and f.steps[0].startswith("tighten pauses") and f.fits
+    assert f.native_speed == 1.0 and f.stretch == 1.0 and f.total_speedup == 1.0    # no faster speech
+
+
+def test_fit_dub_line_borrows_after_the_slot_only_what_it_is_offered():
+    s = _FakeSynth()                                   # 20 chars/s, no pauses
+    text = "x" * 66                                    # 3.3 s natural, 3.0 s at the comfortable 1.1
+    f = fit_dub_line(s, text, "v", "es", slot_s=2.4, lead_s=0.2, tail_s=0.3)
+    kinds = [step.split()[0] for step in f.steps]
+    assert kinds == ["native-rate", "borrow", "borrow", "native-rate"], f.steps
+    assert f.lead_s == pytest.approx(0.2) and f.tail_s == pytest.approx(0.3)
+    assert f.steps[1] == "borrow 0.20s before" and f.steps[2] == "borrow 0.30s after"
+    assert f.fits and f.duration_s <= 2.4 + 0.2 + 0.3 + FIT_TOLERANCE_S
+    # the borrowed time lowers the speed-up to 3.3 / 2.9 (the slot alone would need 3.3 / 2.4 = 1.375)
+    assert f.total_speedup == pytest.approx(3.3 / 2.9, abs=0.02)
+    # a line that fits takes nothing
+    g = fit_dub_line(_FakeSynth(), "x" * 20, "v", "es", slot_s=2.4, lead_s=0.2, tail_s=0.3)
+    assert g.lead_s == 0 and g.tail_s == 0 and g.tail_needed_s == 0

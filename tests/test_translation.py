@@ -231,3 +231,39 @@ def test_configured_chain_reaches_fr_and_it_through_pivots(apertium):
     assert chain.engine_for("en", "fr").name.startswith("pivot-es")
     [fr] = chain.translate(["The house is red."], "en", "fr")
     assert "maison" in fr.lower() and chain.last_engine.name.startswith("pivot-es")
+
+
+# --- per-line source language ----------------------------------------------------------------------
+
+def test_translate_lines_from_each_lines_own_language():
+    from octavia_assets.resources.translation import translate_lines
+
+    class Recording(Fake):
+        def translate(self, texts, source, target):
+            self.seen = getattr(self, "seen", []) + [(source, list(texts))]
+            return [f"{source}>{target}:{t}" for t in texts]
+
+    eng = TranslatorChain([Recording("r", {("en", "pt"), ("es", "pt"), ("en", "es")})])
+    lines = [{"text": "Hello."}, {"text": "Hola.", "language": "es"}, {"text": "Bye.", "language": "en"},
+             {"text": "Konnichiwa.", "language": "ja"}]
+    logged = []
+    out, sources = translate_lines(eng, lines, "en", "pt", log=logged.append)
+    assert out == ["en>pt:Hello.", "es>pt:Hola.", "en>pt:Bye.", "en>pt:Konnichiwa."]
+    assert sources == ["en", "es", "en", "en"]                    # no ja engine: translated as the video's
+    assert logged and "ja->pt" in logged[0]
+    out, sources = translate_lines(eng, lines[:3], "en", "es")
+    assert out == ["en>es:Hello.", "Hola.", "en>es:Bye."] and sources == ["en", "es", "en"]   # already es
+    with pytest.raises(UnsupportedLanguagePair):
+        translate_lines(TranslatorChain([Fake("x", set())]), lines[:1], "en", "de")
+
+
+@needs_apertium
+def test_translate_lines_spanish_line_in_an_english_video(apertium):
+    from octavia_assets.resources.translation import translate_lines
+    if apertium.mode_for("es", "pt") is None:
+        pytest.skip("Apertium es-pt not installed")
+    lines = [{"text": "The house is big.", "language": "en"},
+             {"text": "Las arenas son blanquecinas de grano medio.", "language": "es"}]
+    out, sources = translate_lines(default_translator(), lines, "en", "pt")
+    assert sources == ["en", "es"]
+    assert "areias" in out[1].lower() and "grano" not in out[1].lower()     # translated from Spanish

@@ -68,3 +68,16 @@ def test_without_a_configured_key_a_local_key_file_is_made_outside_the_media_sto
     path = octavia_home / "voice.key"
     assert path.is_file() and oct(path.stat().st_mode & 0o777) == "0o600"
     assert not (octavia_home / "media").exists() or "voice.key" not in {p.name for p in (octavia_home / "media").rglob("*")}
+
+
+def test_objects_sealed_with_the_earlier_nonce_derivation_still_open(monkeypatch):
+    # Earlier seals derived the nonce with the AES key itself; the nonce travels in the object.
+    import hashlib
+    import hmac
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    monkeypatch.setenv("OCTAVIA_VOICE_KEY", MASTER)
+    key, plaintext = voice_vault.video_key("v1"), b'{"SPEAKER_00": {}}'
+    nonce = hmac.new(key, b"k\0" + plaintext, hashlib.sha256).digest()[:voice_vault.NONCE_BYTES]
+    earlier = voice_vault.MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, b"k")
+    assert voice_vault.unseal("v1", "k", earlier) == plaintext
+    assert voice_vault.seal("v1", "k", plaintext)[len(voice_vault.MAGIC):][:12] != nonce   # separate nonce key now

@@ -47,6 +47,12 @@ class Transcriber(ABC):
                    language: str | None = None) -> list[ChunkTranscript]:
         """Transcribe each chunk of a 16 kHz mono WAV."""
 
+    def chunk_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
+                        main_language: str) -> list[tuple[str, float]]:
+        """(language, probability) of each chunk on its own. Engines without a per-chunk language id
+        give the video's main language for every chunk."""
+        return [(main_language, 1.0) for _ in chunks]
+
 
 class ModelUnavailable(RuntimeError):
     """The engine or its weights are not installed; the message names the pip packages."""
@@ -217,6 +223,7 @@ class FasterWhisperTranscriber(Transcriber):
     BEAM_SIZE = 5
     LID_SECONDS = 30.0     # Whisper's window: language detection looks at the first 30 s of speech
     LID_SCAN_SECONDS = 300.0   # ... found within the first 5 minutes of the file
+    CHUNK_LID_MIN_S = 2.0      # shortest chunk whose own language is identified (chunk_languages)
     TOKENS_BASE, TOKENS_PER_S, MAX_TOKENS = 32, 20.0, 400   # decoding budget per window (see below)
 
     def __init__(self, model: str = BASE, cpu_threads: int | None = None,
@@ -277,6 +284,35 @@ class FasterWhisperTranscriber(Transcriber):
             except ValueError:      # VAD found no speech at all: judge the raw audio instead
                 lang, prob, _ = model.detect_language(audio=audio[: int(self.LID_SECONDS * SAMPLE_RATE)])
         return lang, float(prob)
+
+    def chunk_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
+                        main_language: str) -> list[tuple[str, float]]:
+        """Whisper's language id on each chunk alone (a video may switch language between speakers).
+        Chunks shorter than CHUNK_LID_MIN_S keep the main language: too little speech to tell."""
+        import soundfile as sf
+
+        if not self.multilingual:
+            return super().chunk_languages(wav16k_path, chunks, main_language)
+        path = Path(wav16k_path)
+        if sf.info(str(path)).samplerate != SAMPLE_RATE:
+            with tempfile.TemporaryDirectory(prefix="octavia-asr-") as tmp:
+                converted = Path(tmp) / "audio_16k_mono.wav"
+                media.resample(path, converted, SAMPLE_RATE, 1)
+                return self.chunk_languages(converted, chunks, main_language)
+        out = []
+        with sf.SoundFile(str(path)) as f:
+            for c in chunks:
+                if c.duration < self.CHUNK_LID_MIN_S:
+                    out.append((main_language, 1.0))
+                    continue
+                i0 = min(f.frames, round(max(0.0, c.start) * SAMPLE_RATE))
+                i1 = min(f.frames, round(c.end * SAMPLE_RATE), i0 + int(self.LID_SECONDS * SAMPLE_RATE))
+                f.seek(i0)
+                samples = np.ascontiguousarray(f.read(i1 - i0, dtype="float32", always_2d=True).mean(axis=1))
+                with self._lock:
+                    lang, prob, _ = self.model.detect_language(audio=samples)
+                out.append((lang, float(prob)))
+        return out
 
     # -- transcription -----------------------------------------------------------------------------
     def transcribe(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],

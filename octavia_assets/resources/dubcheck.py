@@ -59,7 +59,8 @@ def speaker_similarity(lines: list[dict], load: Callable[[str], tuple[np.ndarray
     (``profiles[s]["embedding"]``), and to the other dubbed voices.
 
     ``own_is_closest``: per dubbed speaker, whether its own original speaker is nearer than any other
-    original speaker; ``distinct``: whether every pair of dubbed voices is less alike than each voice
+    original speaker; ``own_dub_is_closest``: per original speaker, whether their own dubbed voice is
+    nearer to them than any other speaker's dubbed voice; ``distinct``: whether every pair of dubbed voices is less alike than each voice
     is to itself across lines (the CAM++ same-voice floor is about 0.88 on Kokoro)."""
     by_speaker: dict[str, list[np.ndarray]] = {}
     for ln in lines:
@@ -71,5 +72,10 @@ def speaker_similarity(lines: list[dict], load: Callable[[str], tuple[np.ndarray
     matrix = {d: {o: round(cos(e, oe), 3) for o, oe in originals.items()} for d, e in dubbed.items()}
     between = {a: {b: round(cos(ea, eb), 3) for b, eb in dubbed.items() if b != a} for a, ea in dubbed.items()}
     own = {d: (d in row and all(row[d] >= v for o, v in row.items() if o != d)) for d, row in matrix.items()}
+    # The issue's target, per original speaker: their own dubbed voice is closer to them than any
+    # other speaker's dubbed voice is.
+    own_dub = {o: (o in matrix and all(matrix[o][o] > matrix[d][o] for d in matrix if d != o))
+               for o in originals if o in matrix}
     return {"dubbed_vs_original": matrix, "dubbed_vs_dubbed": between, "own_is_closest": own,
+            "own_dub_is_closest": own_dub,
             "max_cross_dubbed": max((v for row in between.values() for v in row.values()), default=0.0)}

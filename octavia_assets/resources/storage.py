@@ -6,10 +6,14 @@ Writes are atomic: readers never see a partially written object.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import logging
 import os
+import random
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -150,22 +154,64 @@ class LocalMediaStore(MediaStore):
 
     def list_objects(self, prefix: str, start_after: str = "", limit: int = 1000) -> list[ObjectInfo]:
         base = self.base
-        top = base / prefix.rstrip("/") if prefix.rstrip("/") else base
-        if not top.is_dir():
+        top = prefix.rstrip("/")
+        if not (base / top if top else base).is_dir():
             return []
-        found = []
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = Path(dirpath).relative_to(base).as_posix()
-            for name in filenames:
-                if name.startswith("."):  # in-flight temp files and hidden files
-                    continue
-                key = name if rel == "." else f"{rel}/{name}"
-                if key > start_after and key.startswith(prefix):
-                    found.append((key, Path(dirpath) / name))
-        found.sort()
+        found: list[tuple[str, str]] = []
+
+        # Depth-first in key order, like S3's listing: a folder's keys all start with "<folder>/",
+        # so sorting entries by that name orders whole subtrees among files. Subtrees wholly at or
+        # before ``start_after`` are skipped and the walk stops at ``limit``, so a tick costs
+        # O(new keys), not O(every upload ever made).
+        def walk(rel: str) -> None:
+            try:
+                with os.scandir(base / rel if rel else base) as it:
+                    entries = []
+                    for e in it:
+                        if e.name.startswith("."):  # in-flight temp files and hidden files
+                            continue
+                        key = f"{rel}/{e.name}" if rel else e.name
+                        if e.is_dir():
+                            if not e.is_symlink():  # as os.walk: symlinked folders are not entered
+                                entries.append((key + "/", key, True, e.path))
+                        else:
+                            entries.append((key, key, False, e.path))
+            except (FileNotFoundError, NotADirectoryError):  # removed while listing
+                return
+            for order, key, is_dir, path in sorted(entries):
+                if len(found) >= limit:
+                    return
+                if is_dir:
+                    # Every key below starts with ``order``: all <= start_after unless start_after
+                    # is itself below this folder or sorts before it.
+                    if order > start_after or start_after.startswith(order):
+                        walk(key)
+                elif key > start_after and key.startswith(prefix):
+                    found.append((key, path))
+
+        walk(top)
         # Listed as found, unchecked: the caller decides what to do with an unsafe name.
-        return [self._info(key, path) for key, path in found[:limit]]
+        return [self._info(key, Path(path)) for key, path in found]
+
+    def put_json_if_absent(self, obj: Any, key: str) -> bool:
+        # A complete temp file linked into place: link() fails if the key exists, so one system
+        # call both checks and publishes atomically (no exists-then-write race, no copy).
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=False).encode())
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            return super().put_json_if_absent(obj, key)  # a filesystem without hard links
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     @contextmanager
     def open_local(self, key: str) -> Iterator[Path]:
@@ -194,6 +240,59 @@ class LocalMediaStore(MediaStore):
         self._path(key).unlink(missing_ok=True)
 
 
+_log = logging.getLogger("octavia.storage")
+
+#: loggers that, at DEBUG, write every request's signature (Authorization header, presigned query).
+_WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+def _quiet_wire_logs() -> None:
+    """Keep the S3 client's wire loggers at INFO or above, whatever the root level: their DEBUG
+    records hold request signatures and presigned URLs. OCTAVIA_DEBUG_S3_WIRE=1 lets them through
+    (local debugging only)."""
+    if os.environ.get("OCTAVIA_DEBUG_S3_WIRE") == "1":
+        return
+    for name in _WIRE_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+#: S3 error codes worth another try: the server is busy or restarting, not refusing the request.
+_TRANSIENT_CODES = {"RequestTimeout", "RequestTimeTooSkewed", "SlowDown", "InternalError", "ServiceUnavailable",
+                    "ThrottlingException", "Throttling", "RequestLimitExceeded", "BadDigest", "IncompleteBody"}
+
+
+def _transient(error: BaseException) -> bool:
+    """A network failure or a 5xx/throttling answer; wrapped errors (s3transfer's) by their cause."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+    from s3transfer.exceptions import RetriesExceededError
+    seen = 0
+    while error is not None and seen < 5:
+        seen += 1
+        if isinstance(error, (ConnectionError, ReadTimeoutError, ResponseStreamingError, IncompleteReadError,
+                              ConnectionResetError, BrokenPipeError)):
+            return True
+        if isinstance(error, ClientError):
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
+        if isinstance(error, RetriesExceededError):
+            error = error.last_exception
+        elif isinstance(error, S3UploadFailedError):
+            if "(RequestTimeout)" in str(error) or "(SlowDown)" in str(error) or "(InternalError)" in str(error):
+                return True
+            error = error.__cause__ or error.__context__
+        else:
+            error = error.__cause__
+    return False
+
+
 #: presigned URLs live one day unless configured otherwise.
 DEFAULT_URL_EXPIRY_S = 24 * 3600
 
@@ -219,10 +318,20 @@ class S3MediaStore(MediaStore):
     aws_secret_access_key: str | None = None
     aws_session_token: str | None = None
     url_expiry_s: int = Field(default=DEFAULT_URL_EXPIRY_S, description="lifetime of presigned URLs")
+    # Outages (server restarting, network cut) outlast botocore's own quick retries: every operation
+    # is retried on transient errors with exponential backoff (base * 2^n, capped, jittered).
+    retry_attempts: int = Field(default=6, description="attempts per operation on transient errors (1: no retry)")
+    retry_base_s: float = Field(default=0.5, description="first backoff delay; doubles on each retry")
+    retry_max_s: float = Field(default=20.0, description="cap on one backoff delay")
+    botocore_max_attempts: int = Field(default=3, description="botocore's own attempts per request (standard mode)")
+    connect_timeout_s: float = Field(default=10.0, description="seconds to open a connection")
+    read_timeout_s: float = Field(default=60.0, description="seconds without bytes on a read before it fails")
     multipart_threshold_mb: int = Field(default=64, description="files above this upload in parts (S3 minimum 5)")
     multipart_chunk_mb: int = Field(default=64, description="part size of multipart uploads and downloads")
 
     _client: Any = PrivateAttr(default=None)
+    #: transient failures retried by this store object so far (observability and tests).
+    _retries: int = PrivateAttr(default=0)
 
     @property
     def _bucket(self) -> str:
@@ -231,6 +340,7 @@ class S3MediaStore(MediaStore):
     @property
     def client(self):
         if self._client is None:
+            _quiet_wire_logs()
             import boto3
             from botocore.config import Config
             self._client = boto3.session.Session().client(
@@ -238,10 +348,32 @@ class S3MediaStore(MediaStore):
                 aws_access_key_id=_resolved(self.aws_access_key_id) or None,
                 aws_secret_access_key=_resolved(self.aws_secret_access_key) or None,
                 aws_session_token=_resolved(self.aws_session_token) or None,
-                config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
+                config=Config(signature_version="s3v4", max_pool_connections=32,
+                              retries={"max_attempts": max(1, self.botocore_max_attempts), "mode": "standard"},
+                              connect_timeout=self.connect_timeout_s, read_timeout=self.read_timeout_s,
                               # path-style works with every S3-compatible server (MinIO, moto, Ceph).
                               s3={"addressing_style": "path"} if self.endpoint_url else None))
         return self._client
+
+    @property
+    def retries(self) -> int:
+        return self._retries
+
+    def _retrying(self, what: str, fn):
+        """``fn()``, retried with exponential backoff while the error is transient."""
+        attempts = max(1, self.retry_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except Exception as e:
+                if attempt == attempts or not _transient(e):
+                    raise
+                delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                self._retries += 1
+                # The error names the endpoint and key, never a signature or a credential.
+                _log.warning("S3 %s failed (attempt %d of %d: %s: %s); retrying in %.2f s",
+                             what, attempt, attempts, type(e).__name__, str(e).splitlines()[0][:200], delay)
+                time.sleep(delay)
 
     def _transfer_config(self):
         from boto3.s3.transfer import TransferConfig
@@ -268,7 +400,7 @@ class S3MediaStore(MediaStore):
     def stat(self, key: str) -> ObjectInfo:
         from botocore.exceptions import ClientError
         try:
-            head = self.client.head_object(Bucket=self._bucket, Key=self._full(key))
+            head = self._retrying(f"HEAD {key}", lambda: self.client.head_object(Bucket=self._bucket, Key=self._full(key)))
         except ClientError as e:
             if self._is_missing(e):
                 raise FileNotFoundError(f"no object {key!r} in s3://{self._bucket}/{self._root}") from None
@@ -291,7 +423,8 @@ class S3MediaStore(MediaStore):
         if start_after:
             kwargs["StartAfter"] = self._root + start_after
         while len(found) < limit:
-            page = self.client.list_objects_v2(**kwargs, MaxKeys=min(1000, limit - len(found)))
+            page = self._retrying(f"LIST {prefix}", lambda: self.client.list_objects_v2(
+                **kwargs, MaxKeys=min(1000, limit - len(found))))
             for obj in page.get("Contents", []):
                 # Listed as found, unchecked: the caller decides what to do with an unsafe name.
                 found.append(ObjectInfo(key=self._relative(obj["Key"]), size=obj["Size"],
@@ -308,7 +441,8 @@ class S3MediaStore(MediaStore):
         with tempfile.TemporaryDirectory(prefix="octavia-s3-") as tmp:
             path = Path(tmp) / PurePosixPath(key).name
             try:
-                self.client.download_file(self._bucket, self._full(key), str(path), Config=self._transfer_config())
+                self._retrying(f"GET {key}", lambda: self.client.download_file(
+                    self._bucket, self._full(key), str(path), Config=self._transfer_config()))
             except ClientError as e:
                 if self._is_missing(e):
                     raise FileNotFoundError(f"no object {key!r} in s3://{self._bucket}/{self._root}") from None
@@ -321,11 +455,14 @@ class S3MediaStore(MediaStore):
             raise FileNotFoundError(f"{src}: no such file to store as {key!r}")
         # upload_file goes multipart above the threshold; S3 exposes the object only once the
         # upload completes, so readers never see a partial object.
-        self.client.upload_file(str(src), self._bucket, self._full(key), Config=self._transfer_config())
+        # A retried upload starts over from the local file (an interrupted multipart upload is aborted).
+        self._retrying(f"PUT {key}", lambda: self.client.upload_file(
+            str(src), self._bucket, self._full(key), Config=self._transfer_config()))
         return self.stat(key)
 
     def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
-        response = self.client.put_object(Bucket=self._bucket, Key=self._full(key), Body=data)
+        response = self._retrying(f"PUT {key}", lambda: self.client.put_object(
+            Bucket=self._bucket, Key=self._full(key), Body=data))
         return ObjectInfo(key=key, size=len(data), version=response["ETag"].strip('"'))
 
     def put_json_if_absent(self, obj: Any, key: str) -> bool:
@@ -333,7 +470,9 @@ class S3MediaStore(MediaStore):
         from botocore.exceptions import ClientError
         body = json.dumps(obj, indent=1, ensure_ascii=False).encode()
         try:
-            self.client.put_object(Bucket=self._bucket, Key=self._full(key), Body=body, IfNoneMatch="*")
+            # A retry after a PUT whose reply was lost answers "exists": the object is there either way.
+            self._retrying(f"PUT {key}", lambda: self.client.put_object(
+                Bucket=self._bucket, Key=self._full(key), Body=body, IfNoneMatch="*"))
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 return False
@@ -341,13 +480,14 @@ class S3MediaStore(MediaStore):
         return True
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self._bucket, Key=self._full(key))
+        self._retrying(f"DELETE {key}", lambda: self.client.delete_object(Bucket=self._bucket, Key=self._full(key)))
 
     def delete_many(self, keys: list[str]) -> None:
         # DeleteObjects takes up to 1000 keys per request.
         for i in range(0, len(keys), 1000):
             batch = [{"Key": self._full(k)} for k in keys[i:i + 1000]]
-            response = self.client.delete_objects(Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True})
+            response = self._retrying("DELETE (batch)", lambda batch=batch: self.client.delete_objects(
+                Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}))
             if response.get("Errors"):
                 first = response["Errors"][0]
                 raise OSError(f"S3 refused to delete {len(response['Errors'])} objects, e.g. "

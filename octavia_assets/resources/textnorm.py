@@ -53,10 +53,20 @@ def _numbers(text: str, lang: str) -> str:
     return text
 
 
+# European Portuguese spellings (MT models trained on both variants mix them in) -> Brazilian, for a
+# pt / pt-BR target: the silent consonant is dropped, as the pt-BR voice and listeners expect.
+_PT_BR_SPELLING = [(r"\bactua(?=l|ç|r|d|m|v)", "atua"), (r"\bActua(?=l|ç|r|d|m|v)", "Atua"),
+                   (r"(?<=[aeiou])c(?=ção|ções|tivo|tiva|tual)", ""), (r"\bóptim", "ótim"), (r"\bÓptim", "Ótim"),
+                   (r"\bdirec(?=ção|ções|tor|tora|to|ta)", "dire"), (r"\bprojec(?=to|tos|ção|ções)", "proje")]
+
+
 def normalize_for_speech(text: str, language: str) -> str:
     """``text`` as the TTS engine should read it in ``language`` (see the module docstring)."""
-    lang = split_code(language)[0]
+    lang, region = split_code(language)
     text = " ".join((text or "").replace("\u2026", "...").split())
+    if lang == "pt" and region in (None, "BR"):
+        for pattern, repl in _PT_BR_SPELLING:
+            text = re.sub(pattern, repl, text)
     for abbr, full in sorted(_ABBREVIATIONS.get(lang, {}).items(), key=lambda kv: -len(kv[0])):
         text = re.sub(rf"(?<!\w){re.escape(abbr)}(?!\w)", full, text)
     text = _numbers(text, lang)

@@ -366,6 +366,8 @@ def _pairs_of(engine: Translator) -> set[tuple[str, str]]:
     if isinstance(engine, PivotTranslator):
         first, second, via = _pairs_of(engine.first), _pairs_of(engine.second), split_code(engine.via)[0]
         return {(a, c) for a, b in first if b == via for b2, c in second if b2 == via and c not in (a, via)}
+    if callable(getattr(engine, "pairs", None)):     # other engines (prod_translation) list their pairs
+        return set(engine.pairs())
     return set()
 
 
@@ -374,3 +376,35 @@ def default_translator() -> TranslatorChain:
     direct = TranslatorChain([FastTranslateEngine(), ApertiumEngine()], name="direct")
     return TranslatorChain(direct.engines + [PivotTranslator(direct, direct, via="es"),
                                              PivotTranslator(direct, direct, via="en")])
+
+
+def translate_lines(engine: Translator, lines: list[dict], source: str, target: str,
+                    log=None) -> tuple[list[str], list[str]]:
+    """Each line from its own spoken language (``line["language"]``, else the video's ``source``)
+    into ``target``: a line already in the target language passes through, one in a third language
+    goes through that language's pair. The lines of one language go in one batch, in order (the
+    video's own language last, so a chain's ``last_engine`` names its engine). A line whose language
+    no engine can translate is translated as if in ``source`` (what it was before per-line
+    languages). Returns the texts and the source language each line was translated from."""
+    sources = [ln.get("language") or source for ln in lines]
+    groups: dict[str, list[int]] = {}
+    for i, src in enumerate(sources):
+        groups.setdefault(src, []).append(i)
+    order = sorted(groups, key=lambda s: same_language(s, source))
+    out = [""] * len(lines)
+    for src in order:
+        idx = groups[src]
+        texts = [lines[i]["text"] for i in idx]
+        try:
+            done = engine.translate(texts, src, target)
+        except UnsupportedLanguagePair:
+            if same_language(src, source):
+                raise
+            if log:
+                log(f"no engine for {src}->{target}: {len(idx)} line(s) in {src} translated as {source}")
+            done = engine.translate(texts, source, target)
+            for i in idx:
+                sources[i] = source
+        for i, t in zip(idx, done):
+            out[i] = t
+    return out, sources

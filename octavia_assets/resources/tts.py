@@ -64,6 +64,8 @@ class Synthesizer(ABC):
     # Longest text passed in one call; longer lines are split at sentence boundaries
     # (Kokoro's limit is 510 phonemes, about 400 characters of Latin-script text).
     max_input_chars: int = 300
+    # synthesize() may be called from several threads at once (dubbed_chunks then fits lines in parallel)
+    thread_safe: bool = False
 
     @abstractmethod
     def voices(self) -> list[VoiceInfo]: ...
@@ -74,6 +76,11 @@ class Synthesizer(ABC):
     @abstractmethod
     def synthesize(self, text: str, voice: str, language: str, speed: float = 1.0) -> np.ndarray:
         """float32 mono samples at ``self.sample_rate``; ``speed`` > 1 speaks faster natively."""
+
+    def with_threads(self, threads: int) -> "Synthesizer":
+        """The same engine using at most ``threads`` CPU threads per call, for callers that
+        synthesize several lines at once (engines without a thread setting return themselves)."""
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,6 +292,7 @@ class KokoroSynthesizer(Synthesizer):
 
     name = "kokoro"
     sample_rate = 24000
+    thread_safe = True   # kokoro-onnx serializes espeak phonemization; ONNX Runtime sessions are thread-safe
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
         self._cache_dir = Path(cache_dir) if cache_dir else None
@@ -297,6 +305,14 @@ class KokoroSynthesizer(Synthesizer):
         cache = self._cache_dir or model_cache_dir("kokoro")
         cache.mkdir(parents=True, exist_ok=True)
         return _load_kokoro(str(cache), self._threads)
+
+    def with_threads(self, threads: int) -> "KokoroSynthesizer":
+        # ONNX Runtime's intra-op threads per session: with one line per core at once, 1 each
+        # (its own threads would otherwise spin against the other lines' on the same cores).
+        threads = max(1, int(threads))
+        if threads == self._threads or os.environ.get("OCTAVIA_TTS_THREADS"):
+            return self
+        return KokoroSynthesizer(self._cache_dir, threads)
 
     def load(self) -> "KokoroSynthesizer":
         """Load the model now (it loads lazily on the first synthesis otherwise)."""
@@ -373,6 +389,7 @@ class EspeakSynthesizer(Synthesizer):
     """espeak-ng subprocess; voices are gender variants (``m3``, ``m1``, ``f3``, ``f4``) of any language."""
 
     name = "espeak"
+    thread_safe = True   # a subprocess per call
     min_speed = 80 / ESPEAK_DEFAULT_WPM
     max_speed = 450 / ESPEAK_DEFAULT_WPM
 

@@ -51,6 +51,7 @@ class Line(_Json):
     text: str
     words: list[dict] = field(default_factory=list)
     confidence: float = 1.0   # mean word probability
+    language: str = ""        # spoken language of this line ("": the transcript's main language)
 
 
 @dataclass

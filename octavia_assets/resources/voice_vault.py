@@ -5,6 +5,22 @@ guess and the reference intervals that point at their cleanest speech). The per-
 derived with HKDF-SHA256 from a master key and the video id, so it is never stored anywhere: the
 master key lives in ``OCTAVIA_VOICE_KEY`` (32 bytes, base64), or for a local install in a key file
 outside the media store (``$DAGSTER_HOME/voice.key``, mode 0600), never next to the data.
+
+Nonces are synthetic (SIV-style): HMAC-SHA256 of the object key and plaintext under a nonce key of
+its own (HKDF, separate from the AES key), truncated to 96 bits. A nonce repeats only for the very
+same plaintext under the same object key, which then seals to the same bytes and reveals nothing
+new; a collision between different plaintexts needs about 2^48 objects under one video's key.
+Determinism is wanted: re-runs keep their content-hash data versions. The nonce travels in the
+sealed object, so objects sealed by the earlier derivation (AES key reused as the HMAC key) still
+open: the format (MAGIC) is unchanged.
+
+Not sealed, by decision: the vocals stem (``derived/<video>/stems/``). It is the source the
+reference clips are cut from, but it is derived from the upload, which sits in ``uploads/`` in
+plaintext (and whose voice is in the delivered video's original-audio track), and five stages
+and every re-dub read it; sealing it would protect nothing the upload does not already expose.
+It is covered by the store's access control and the retention job. What is voice data proper
+(profiles: embeddings and reference intervals; reference clips) is sealed, and deleted once every
+target language of the video is mixed (``speakers.delete_voice_data``).
 """
 from __future__ import annotations
 
@@ -73,8 +89,11 @@ def seal(video: str, object_key: str, plaintext: bytes) -> bytes:
     The nonce is a keyed hash of the plaintext (synthetic IV): the same profiles seal to the same
     bytes, so content-hash data versions stay stable on re-runs, and a nonce repeats only with
     the very same plaintext, which reveals nothing new."""
-    key = video_key(video)
-    nonce = hmac.new(key, object_key.encode() + b"\0" + plaintext, hashlib.sha256).digest()[:NONCE_BYTES]
+    master = master_key()
+    key = video_key(video, master)
+    nonce_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"octavia-voice-nonce-v1",
+                     info=video.encode()).derive(master)
+    nonce = hmac.new(nonce_key, object_key.encode() + b"\0" + plaintext, hashlib.sha256).digest()[:NONCE_BYTES]
     return MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, object_key.encode())
 
 

@@ -1,0 +1,229 @@
+"""Choosing shipped voices by how they sound: CAM++ speaker embeddings of the voices against the speakers'.
+
+Every shipped voice of an engine is embedded once (CAM++, the embedder of the speaker profiles) on a
+few synthesized sentences, at a small grid of pitch shifts; the embeddings are cached on disk keyed
+by the engine's and the embedder's versions, so they are computed once per model (:func:`voice_embeddings`).
+
+:func:`match_voices` then gives each speaker a distinct voice, with its pitch moved toward the
+speaker's (clamped to +/-3 semitones as in :func:`.tts.choose_voices`), choosing the assignment in
+which the most speakers have their own dubbed voice closer to them than any other speaker's dubbed
+voice is (the dub's speaker-similarity target), then the highest CAM++ similarity. Gender comes
+first where the speaker's F0 leaves no doubt (far from the split: a deep or a high voice gets a voice
+of that gender); near the split, where F0-based guesses fail (shouted or reverberant speech), it only
+adds a small bonus. Next, no two speakers get dubbed voices CAM++ cannot tell apart (TOO_ALIKE_COS). Speakers without an embedding, and speakers beyond the
+number of voices, fall back to the pitch/gender rules of :func:`.tts.choose_voices`.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .cache import model_cache_dir
+from .types import VoiceChoice
+
+# Sentences each voice is embedded on (CAM++ wants several seconds of speech; several languages so
+# the embedding is of the voice, not of one language's phonemes).
+EMBED_TEXT = {
+    "en": "The weather was cold this morning, so we stayed inside and talked about the plans for the summer.",
+    "es": "Ayer fuimos al mercado y compramos frutas, pan y un poco de queso para la cena de la noche.",
+    "pt": "Eu acho que precisamos terminar este trabalho antes do fim do mês, porque depois vamos viajar.",
+}
+# Pitch shifts (semitones) each voice is embedded at; a shift in between is interpolated.
+PITCH_GRID = (-3.0, 0.0, 3.0)
+# A speaker whose F0 is this far from the gender split gets a voice of that gender whenever the
+# engine has enough (a clear case: a deep or a high voice); nearer the split the F0-based guess is
+# weak and only adds GENDER_BONUS to the cosine of a voice of the guessed gender.
+CLEAR_GENDER_MARGIN_HZ = 30.0
+GENDER_BONUS = 0.03
+# Two dubbed voices (voice + pitch shift) at least this alike to CAM++ are heard as one (the same
+# Kokoro voice across sentences scores 0.88-0.94): assignments avoid such pairs first of all.
+TOO_ALIKE_COS = 0.85
+# Exhaustive search over assignments up to this many speakers (8 voices: 20160 assignments at 5).
+MAX_EXHAUSTIVE_SPEAKERS = 5
+EMBED_VERSION = "voice-embed-v1"          # how voices are embedded (part of the cache key)
+CHOOSER_VERSION = "campp-match-v4"        # how voices are chosen (the voices stage's version)
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float64).ravel()
+    n = np.linalg.norm(v)
+    return v / n if n else v
+
+
+def _to_16k(audio: np.ndarray, sr: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+    audio = np.asarray(audio, np.float32).ravel()
+    if sr == 16000:
+        return audio
+    g = math.gcd(sr, 16000)
+    return resample_poly(audio, 16000 // g, sr // g).astype(np.float32)
+
+
+def _cache_path(synth, embedder, voices: list[str]) -> Path:
+    spec = json.dumps([EMBED_VERSION, synth.version, getattr(embedder, "version", type(embedder).__name__),
+                       sorted(voices), EMBED_TEXT, PITCH_GRID], sort_keys=True)
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+    return model_cache_dir("voice-embeddings") / f"{synth.name}-{digest}.json"
+
+
+def voice_embeddings(synth, embedder, voices: list[str] | None = None) -> dict[str, dict[float, np.ndarray]]:
+    """{voice: {pitch shift: unit CAM++ embedding}} of the engine's voices, from the disk cache when
+    it holds them (keyed by engine version, embedder version, voices, sentences and pitch grid)."""
+    from .timing import pitch_shift, trim_silence
+    voices = list(voices if voices is not None else [v.id for v in synth.voices()])
+    path = _cache_path(synth, embedder, voices)
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text())
+            return {v: {float(k): np.asarray(e) for k, e in by.items()} for v, by in doc.items()}
+        except (ValueError, OSError):
+            pass                     # a damaged cache file is recomputed
+    langs = [lang for lang in EMBED_TEXT if synth.supports_language(lang)] or ["en"]
+    out: dict[str, dict[float, np.ndarray]] = {}
+    for voice in voices:
+        gap = np.zeros(int(0.2 * synth.sample_rate), np.float32)
+        parts = []
+        for lang in langs:
+            parts += [trim_silence(synth.synthesize(EMBED_TEXT.get(lang, EMBED_TEXT["en"]), voice, lang, 1.0),
+                                   synth.sample_rate), gap]
+        audio = np.concatenate(parts)
+        out[voice] = {}
+        for shift in PITCH_GRID:
+            shifted = pitch_shift(audio, synth.sample_rate, shift) if shift else audio
+            out[voice][shift] = _unit(embedder.embed(_to_16k(shifted, synth.sample_rate)))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps({v: {str(k): e.round(6).tolist() for k, e in by.items()} for v, by in out.items()}))
+    os.replace(tmp, path)
+    return out
+
+
+def embedding_at(by_shift: dict[float, np.ndarray], shift: float) -> np.ndarray:
+    """The voice's embedding at ``shift`` semitones, interpolated between the grid's."""
+    grid = sorted(by_shift)
+    shift = min(max(shift, grid[0]), grid[-1])
+    for a, b in itertools.pairwise(grid):
+        if a <= shift <= b:
+            w = (shift - a) / (b - a) if b > a else 0.0
+            return _unit((1 - w) * by_shift[a] + w * by_shift[b])
+    return _unit(by_shift[grid[0]])
+
+
+def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, dict[float, np.ndarray]],
+                 language: str | None = None, fixed: tuple[str, ...] = ()) -> dict[str, VoiceChoice]:
+    """Voices for ``profiles`` chosen by CAM++ similarity (see the module docstring). Each speaker in
+    ``fixed`` (a user's own sample) first gets the voice closest to them alone, whatever the others need."""
+    from .tts import (
+        GENDER_F0_SPLIT_HZ,
+        MAX_PITCH_SHIFT_SEMITONES,
+        _base_language,
+        _semitones,
+        choose_voices,
+        gender_from_f0,
+    )
+
+    base = _base_language(language or "en")
+    voices = [v for v in synthesizer.voices() if v.id in embeddings
+              and (language is None or not v.languages or base in v.languages)]
+    fallback = choose_voices(profiles, synthesizer, language)      # pitch/gender rules, for the rest
+    order = sorted(profiles, key=lambda s: (-float(profiles[s].get("speech_s") or 0.0), s))
+    speakers = [s for s in order if profiles[s].get("embedding")][:len(voices)]
+    if not speakers or not voices:
+        return fallback
+    emb = {s: _unit(profiles[s]["embedding"]) for s in speakers}
+
+    def f0_of(prof):
+        f0 = prof.get("f0_hz")
+        return float(f0) if f0 and math.isfinite(float(f0)) and float(f0) > 0 else None
+
+    shift: dict[tuple[str, str], float] = {}
+    dubbed: dict[tuple[str, str], np.ndarray] = {}     # (speaker, voice) -> embedding as dubbed
+    cos: dict[tuple[str, str, str], float] = {}      # (listener speaker, speaker, voice) -> cosine
+    score: dict[tuple[str, str], float] = {}
+    mismatch: set[tuple[str, str]] = set()           # (speaker, voice) of the other gender, clear case
+    for s in speakers:
+        f0 = f0_of(profiles[s])
+        gender = (profiles[s].get("gender") or (gender_from_f0(f0) if f0 else "")).lower()
+        for v in voices:
+            st = 0.0
+            if f0 and v.f0_hz:
+                st = max(-MAX_PITCH_SHIFT_SEMITONES, min(MAX_PITCH_SHIFT_SEMITONES, _semitones(f0, v.f0_hz)))
+            shift[s, v.id] = round(st, 2)
+            e = embedding_at(embeddings[v.id], st)
+            dubbed[s, v.id] = e
+            for listener in speakers:
+                cos[listener, s, v.id] = float(emb[listener] @ e)
+            if f0 is not None and abs(f0 - GENDER_F0_SPLIT_HZ) >= CLEAR_GENDER_MARGIN_HZ and v.gender != gender:
+                mismatch.add((s, v.id))
+            score[s, v.id] = cos[s, s, v.id] + (GENDER_BONUS if gender and v.gender == gender else 0.0)
+
+    def rank(assign: dict[str, str]) -> tuple[int, int, int, float, float]:
+        wrong_gender = sum((s, assign[s]) in mismatch for s in speakers)
+        alike = sum(float(dubbed[a, assign[a]] @ dubbed[b, assign[b]]) >= TOO_ALIKE_COS
+                    for a, b in itertools.combinations(speakers, 2))
+        own = sum(all(cos[s, s, assign[s]] > cos[s, x, assign[x]] for x in speakers if x != s) for s in speakers)
+        margin = min((cos[s, s, assign[s]] - max((cos[s, x, assign[x]] for x in speakers if x != s), default=-1.0))
+                     for s in speakers)
+        return -wrong_gender, -alike, own, round(sum(score[s, assign[s]] for s in speakers), 6), round(margin, 6)
+
+    pinned: dict[str, str] = {}
+    for s in [x for x in speakers if x in fixed]:
+        pinned[s] = max((v.id for v in voices if v.id not in pinned.values()),
+                        key=lambda v: ((s, v) not in mismatch, cos[s, s, v]))
+    rest = [s for s in speakers if s not in pinned]
+    ids = [v.id for v in voices if v.id not in pinned.values()]
+    if len(rest) <= MAX_EXHAUSTIVE_SPEAKERS:
+        best = max(({**pinned, **dict(zip(rest, perm))} for perm in itertools.permutations(ids, len(rest))), key=rank)
+    else:
+        from scipy.optimize import linear_sum_assignment
+        m = np.array([[score[s, v] - ((s, v) in mismatch) for v in ids] for s in rest])
+        rows, cols = linear_sum_assignment(-m)
+        best = {**pinned, **{rest[r]: ids[c] for r, c in zip(rows, cols)}}
+    out = dict(fallback)
+    by_id = {v.id: v for v in voices}
+    for s in speakers:
+        v = by_id[best[s]]
+        others = max((cos[s, x, best[x]] for x in speakers if x != s), default=None)
+        f0 = f0_of(profiles[s])
+        closer = ("closer to them than any other speaker's voice" if others is None or cos[s, s, v.id] > others
+                  else f"not the closest to them (another speaker's voice: {others:.2f})")
+        how = "closest shipped voice to the user's own sample" if s in pinned else "CAM++ match"
+        out[s] = VoiceChoice(
+            speaker=s, engine=synthesizer.name, voice=v.id, pitch_shift_semitones=shift[s, v.id],
+            reason=(f"{s} ({f'{f0:.0f} Hz, ' if f0 else ''}{float(profiles[s].get('speech_s') or 0):.1f} s of speech): "
+                    f"{how} {v.id} ({v.gender}{f', {v.f0_hz:.0f} Hz' if v.f0_hz else ''}), cos {cos[s, s, v.id]:.2f}, "
+                    f"{closer}; pitch {shift[s, v.id]:+.1f} st toward the speaker"))
+    # Speakers beyond the number of voices share one (fallback rules): keep them 2 st apart from
+    # the matched speaker on that voice.
+    from .tts import _apart
+    for s in order:
+        if s in best:
+            continue
+        taken = [c.pitch_shift_semitones for x, c in out.items() if x != s and x in best and c.voice == out[s].voice]
+        if taken:
+            moved = round(_apart(out[s].pitch_shift_semitones, taken), 2)
+            out[s] = VoiceChoice(speaker=s, engine=out[s].engine, voice=out[s].voice, pitch_shift_semitones=moved,
+                                 reason=out[s].reason + "; kept 2 st apart from the CAM++-matched speaker on this voice")
+    return out
+
+
+def choose_shipped_voices(profiles: dict[str, dict], synthesizer, embedder, samples: dict[str, np.ndarray] | None = None,
+                          language: str | None = None) -> dict[str, VoiceChoice]:
+    """The voices stage's choice for a shipped-voice engine: :func:`match_voices` on the cached voice
+    embeddings. ``samples``: {speaker: 16 kHz audio of the user's own voice sample}; such a speaker is
+    matched on the sample (embedding and pitch) instead of the diarized speech, before the others."""
+    from .tts import estimate_f0, gender_from_f0
+    profiles = {s: dict(p) for s, p in profiles.items()}
+    for s, audio in (samples or {}).items():
+        if s not in profiles:
+            continue
+        f0 = estimate_f0(audio, 16000)
+        profiles[s].update(embedding=_unit(embedder.embed(audio)).tolist(), f0_hz=f0,
+                           gender=gender_from_f0(f0) if f0 else profiles[s].get("gender"))
+    embeddings = voice_embeddings(synthesizer, embedder)
+    return match_voices(profiles, synthesizer, embeddings, language, fixed=tuple(samples or ()))
