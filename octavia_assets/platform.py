@@ -42,6 +42,8 @@ def media_store_for_env() -> MediaStore:
         aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
         aws_session_token=_secret("AWS_SESSION_TOKEN"),
         url_expiry_s=int(os.environ.get("OCTAVIA_URL_EXPIRY_S", DEFAULT_URL_EXPIRY_S)),
+        retry_attempts=int(os.environ.get("OCTAVIA_S3_RETRY_ATTEMPTS", "6")),
+        retry_max_s=float(os.environ.get("OCTAVIA_S3_RETRY_MAX_S", "20")),
     )
 
 

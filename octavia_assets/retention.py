@@ -165,9 +165,12 @@ def delete_cold_intermediates(context: dg.OpExecutionContext, config: RetentionC
                               media_store: MediaStore) -> dg.Output:
     days = config.artifact_days or artifact_retention_days()
     sweep = delete_cold_artifacts(media_store, cutoff(days), busy_videos(context.instance))
+    # A write still running is minutes old; one a killed worker left is swept a day later.
+    partial = media_store.sweep_partial_writes(cutoff(1.0))
     context.log.info(f"retention: deleted the intermediates of {len(sweep.deleted_videos)} videos "
-                     f"({sweep.deleted_objects} objects, {sweep.deleted_bytes / 1e6:.1f} MB), kept {sweep.kept_videos}")
-    return dg.Output(None, metadata={
+                     f"({sweep.deleted_objects} objects, {sweep.deleted_bytes / 1e6:.1f} MB), kept {sweep.kept_videos}; "
+                     f"removed {partial} partial writes left by killed workers")
+    return dg.Output(None, metadata={"partial_writes_removed": partial,
         "retention_days": days, "videos_deleted": len(sweep.deleted_videos), "objects_deleted": sweep.deleted_objects,
         "bytes_deleted": sweep.deleted_bytes, "videos_kept": sweep.kept_videos,
         "deleted": dg.MetadataValue.json(sweep.deleted_videos[:200])})

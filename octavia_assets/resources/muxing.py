@@ -78,12 +78,6 @@ def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: flo
         args[f"disposition:a:{i}"] = "default" if i == 0 else "0"
         args[f"b:a:{i}"] = _bitrate_for(audio_bitrate, t.channels)
         args[f"ar:a:{i}"] = str(rate)
-    pad_dir = tempfile.TemporaryDirectory(prefix="octavia-subs-")
-    for i, sub in enumerate(subtitles):
-        padded = _pad_subtitles_to(sub.path, duration_s, Path(pad_dir.name) / f"{i}.srt")
-        streams.append(ffmpeg.input(str(padded))["s:0"])
-        args[f"metadata:s:s:{i}"] = f"language={iso639_2(sub.language)}"
-        args[f"disposition:s:{i}"] = "0"
     args.update({"c:v": "copy", "c:a": audio_codec, "t": f"{duration_s:.6f}", "movflags": "+faststart",
                  "map_metadata": "-1", "f": "mp4"})
     if subtitles:
@@ -96,8 +90,17 @@ def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: flo
         args[f"metadata:s:{int(has_video) + len(all_tracks) + i}"] = f"handler_name={sub.title}"
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.part")
-    with pad_dir:
-        run_ffmpeg(ffmpeg.output(*streams, str(tmp), **args), f"muxing {out_path.name}")
+    with tempfile.TemporaryDirectory(prefix="octavia-subs-") as pad_dir:
+        for i, sub in enumerate(subtitles):
+            padded = _pad_subtitles_to(sub.path, duration_s, Path(pad_dir) / f"{i}.srt")
+            streams.append(ffmpeg.input(str(padded))["s:0"])
+            args[f"metadata:s:s:{i}"] = f"language={iso639_2(sub.language)}"
+            args[f"disposition:s:{i}"] = "0"
+        try:
+            run_ffmpeg(ffmpeg.output(*streams, str(tmp), **args), f"muxing {out_path.name}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     os.replace(tmp, out_path)
 
 

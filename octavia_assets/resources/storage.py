@@ -84,6 +84,11 @@ class MediaStore(dg.ConfigurableResource):
         for key in keys:
             self.delete(key)
 
+    def sweep_partial_writes(self, older_than: dt.datetime) -> int:
+        """Remove what writes killed mid-way left behind (never visible to readers), started before
+        ``older_than``; the count removed."""
+        return 0
+
     def download_url(self, key: str, expires_s: int | None = None) -> str:
         """A URL a client can fetch the object from (a presigned GET on S3, the file URI locally)."""
         return self.uri(key)
@@ -238,6 +243,21 @@ class LocalMediaStore(MediaStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def sweep_partial_writes(self, older_than: dt.datetime) -> int:
+        # The temp files of put_file/put_json_if_absent: ".<name>.<random>.part" beside the key.
+        removed, cut = 0, older_than.timestamp()
+        for folder, _dirs, files in os.walk(self.base):
+            for name in files:
+                path = Path(folder) / name
+                if name.startswith(".") and name.endswith(".part"):
+                    try:
+                        if path.stat().st_mtime < cut:
+                            path.unlink()
+                            removed += 1
+                    except FileNotFoundError:   # finished or removed meanwhile
+                        pass
+        return removed
 
 
 _log = logging.getLogger("octavia.storage")
@@ -492,6 +512,22 @@ class S3MediaStore(MediaStore):
                 first = response["Errors"][0]
                 raise OSError(f"S3 refused to delete {len(response['Errors'])} objects, e.g. "
                               f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}")
+
+    def sweep_partial_writes(self, older_than: dt.datetime) -> int:
+        # Multipart uploads never completed (a worker killed mid-upload) keep their parts, billed,
+        # until aborted; S3 lifecycle rules can do this too, an S3-compatible server may not.
+        removed, marker = 0, {}
+        while True:
+            page = self._retrying("LIST multipart uploads", lambda marker=marker: self.client.list_multipart_uploads(
+                Bucket=self._bucket, Prefix=self._root, **marker))
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < older_than:
+                    self._retrying(f"ABORT {upload['Key']}", lambda u=upload: self.client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=u["Key"], UploadId=u["UploadId"]))
+                    removed += 1
+            if not page.get("IsTruncated"):
+                return removed
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
 
     def download_url(self, key: str, expires_s: int | None = None) -> str:
         return self.client.generate_presigned_url(
