@@ -47,3 +47,35 @@ def test_same_person_same_voice_across_videos(media_store):
                             "Z": {"embedding": _emb(6), "speech_s": 8}},
                            {"X": _choice("X", "jf_nezumi"), "Z": _choice("Z", "jf_alpha")}, "kokoro")
     assert third["X"].voice == "jf_nezumi" and third["Z"].voice == "jf_alpha"
+
+
+def test_concurrent_videos_never_lose_a_registry_update(media_store):
+    # Eight videos choose voices at once, each with a new person: every one is registered (an
+    # unguarded read-modify-write of the one registry document keeps only some of them).
+    from concurrent.futures import ThreadPoolExecutor
+
+    def register(i):
+        apply_registry(media_store, f"video-{i}", {"S": {"embedding": _emb(100 + i), "speech_s": 5}},
+                       {"S": _choice("S", f"voice-{i}")}, "kokoro")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(register, range(8)))
+    people = read_registry(media_store)["people"]
+    assert sorted(p["videos"][0] for p in people) == [f"video-{i}" for i in range(8)]
+    assert not media_store.exists("registry/speakers.lock")
+
+
+def test_a_stale_registry_lease_is_broken_and_a_held_one_times_out(media_store):
+    import datetime as dt
+
+    import pytest
+
+    from octavia_assets.resources.storage import exclusive
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    media_store.put_json({"owner": "killed-worker", "pid": 1, "since": old}, "registry/speakers.lock")
+    with exclusive(media_store, "registry/speakers.lock", stale_s=600):
+        assert media_store.read_json("registry/speakers.lock")["owner"] != "killed-worker"
+        with pytest.raises(TimeoutError, match="held by"):
+            with exclusive(media_store, "registry/speakers.lock", timeout_s=0.3):
+                pass
+    assert not media_store.exists("registry/speakers.lock")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .storage import exclusive
 from .types import VoiceChoice
 from .voice_vault import put_sealed_json, read_sealed_json
 
 REGISTRY_KEY = "registry/speakers.sealed"
+#: a lease held while one video updates the registry, so concurrent videos never lose an update
+REGISTRY_LOCK_KEY = "registry/speakers.lock"
 #: the registry holds voice fingerprints of many videos: sealed under its own derived key.
 REGISTRY_KEY_ID = "speaker-registry"
 # CAM++ cosine above which two profiles are taken as the same person. Same-speaker pairs across
@@ -33,6 +36,12 @@ def _unit(v) -> np.ndarray:
 
 def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[str, VoiceChoice],
                    engine: str, chooser: str = "") -> dict[str, VoiceChoice]:
+    with exclusive(store, REGISTRY_LOCK_KEY):
+        return _apply_registry(store, video, profiles, chosen, engine, chooser)
+
+
+def _apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[str, VoiceChoice],
+                    engine: str, chooser: str = "") -> dict[str, VoiceChoice]:
     """``chosen`` with registered people's voices put back, and the registry updated (new people
     added, this video recorded for the matched ones). A registered voice is not reused when another
     speaker of this video already has it (different speakers keep distinct voices).

@@ -266,6 +266,41 @@ _log = logging.getLogger("octavia.storage")
 _WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 
+@contextmanager
+def exclusive(store: MediaStore, lock_key: str, timeout_s: float = 120.0, stale_s: float = 600.0) -> Iterator[None]:
+    """Hold a lease on ``lock_key`` for a read-modify-write of a shared object (the speaker registry).
+
+    Built on put_json_if_absent (a hard link locally, If-None-Match on S3), so it works across
+    processes and machines sharing the store. A lease older than ``stale_s`` (its holder was killed)
+    is broken; waiting longer than ``timeout_s`` is an error naming the holder."""
+    import uuid
+    token, deadline = uuid.uuid4().hex, time.monotonic() + timeout_s
+    while not store.put_json_if_absent({"owner": token, "pid": os.getpid(),
+                                        "since": dt.datetime.now(dt.UTC).isoformat()}, lock_key):
+        try:
+            held = store.read_json(lock_key)
+        except (FileNotFoundError, ValueError):     # released (or half-visible) meanwhile: try again
+            continue
+        age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(held["since"])).total_seconds()
+        if age > stale_s:
+            logging.getLogger(__name__).warning("breaking the stale lease %s of %s (%.0f s old)",
+                                                lock_key, held.get("owner"), age)
+            store.delete(lock_key)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{lock_key} is held by {held.get('owner')} (pid {held.get('pid')}) "
+                               f"since {held['since']}; waited {timeout_s:g} s")
+        time.sleep(0.02 + random.random() * 0.08)
+    try:
+        yield
+    finally:
+        try:
+            if store.read_json(lock_key).get("owner") == token:
+                store.delete(lock_key)
+        except FileNotFoundError:                    # broken as stale by another worker
+            pass
+
+
 def _quiet_wire_logs() -> None:
     """Keep the S3 client's wire loggers at INFO or above, whatever the root level: their DEBUG
     records hold request signatures and presigned URLs. OCTAVIA_DEBUG_S3_WIRE=1 lets them through
