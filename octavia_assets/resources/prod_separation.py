@@ -21,7 +21,7 @@ import soundfile as sf
 
 from . import media
 from .model_dir import MODELS, ModelMissing, require, weights_fingerprint
-from .separation import Separator
+from .separation import Separator, separate_in_windows
 
 DEMUCS_INSTALL_HINT = "pip install demucs==4.1.0"
 
@@ -147,55 +147,22 @@ class DemucsSeparator(Separator):
         rate = int(model.samplerate)
         vocal_index = list(model.sources).index("vocals")
         window = max(1, round(self.window_s * rate))
-        overlap = round(self.crossfade_s * rate)
-        fade_in = np.linspace(0.0, 1.0, overlap, dtype=np.float32)[:, None]
-        fade_out = 1.0 - fade_in
         device = self.device()
-        targets = {"vocals": vocals_path, "background": background_path}
-        parts = {stem: path.with_name(f".{path.name}.part") for stem, path in targets.items()}
-        windows = clipped = 0
+        with sf.SoundFile(str(source)) as reader:
+            channels = reader.channels
+            mean, std = self._stats(reader, window)
         used_half = False
-        try:
-            with sf.SoundFile(str(source)) as reader:
-                total, channels = reader.frames, reader.channels
-                mean, std = self._stats(reader, window)
-                writers = {stem: sf.SoundFile(str(part), "w", rate, channels, "PCM_16", format="WAV")
-                           for stem, part in parts.items()}
-                try:
-                    tails: dict[str, np.ndarray] = {}
-                    start = 0
-                    while True:
-                        reader.seek(start)
-                        block = reader.read(window, dtype="float32", always_2d=True)
-                        is_last = len(block) < window or start + len(block) >= total
-                        if len(block):
-                            est, half = self._apply(model, (block - mean) / std, device)
-                            used_half |= half
-                            est = est * std               # the mix's DC offset goes to the background
-                            stems = {"vocals": est[vocal_index],
-                                     "background": est.sum(axis=0) - est[vocal_index] + mean}
-                        else:
-                            stems = {k: np.zeros((0, channels), np.float32) for k in targets}
-                        windows += 1
-                        for stem, y in stems.items():
-                            y = y.astype(np.float32, copy=False)
-                            if stem in tails:
-                                k = min(overlap, len(y))
-                                y[:k] = y[:k] * fade_in[:k] + tails[stem][:k]
-                            if not is_last and overlap:
-                                tails[stem] = y[-overlap:] * fade_out
-                                y = y[:-overlap]
-                            clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-                            writers[stem].write(np.clip(y, -1.0, 1.0))
-                        if is_last:
-                            break
-                        start += len(block) - overlap
-                finally:
-                    for w in writers.values():
-                        w.close()
-            for stem, part in parts.items():
-                os.replace(part, targets[stem])
-        finally:
-            for part in parts.values():
-                part.unlink(missing_ok=True)
-        return {"frames": total, "windows": windows, "clipped": clipped, "device": device, "fp16": used_half}
+
+        def separate_block(block: np.ndarray) -> dict[str, np.ndarray]:
+            nonlocal used_half
+            if not len(block):
+                return {"vocals": np.zeros((0, channels), np.float32), "background": np.zeros((0, channels), np.float32)}
+            est, half = self._apply(model, (block - mean) / std, device)
+            used_half |= half
+            est = est * std                       # the mix's DC offset goes to the background
+            return {"vocals": est[vocal_index], "background": est.sum(axis=0) - est[vocal_index] + mean}
+
+        stats = separate_in_windows(source, {"vocals": vocals_path, "background": background_path}, rate,
+                                    window=window, overlap=round(self.crossfade_s * rate),
+                                    separate_block=separate_block)
+        return {**stats, "device": device, "fp16": used_half}

@@ -393,45 +393,56 @@ class SpleeterSeparator(Separator):
     def _separate_windows(self, model: _Spleeter2Stems, source: Path, vocals_path: Path,
                           background_path: Path) -> dict:
         """Windowed separation of a 44.1 kHz stereo file, streaming both stems to temp files."""
-        window = max(1, int(round(self.window_s * SPLEETER_RATE)))
-        overlap = int(round(self.crossfade_s * SPLEETER_RATE))
-        fade_in = np.linspace(0.0, 1.0, overlap, dtype=np.float32)[:, None]
-        fade_out = 1.0 - fade_in
-        targets = {"vocals": vocals_path, "accompaniment": background_path}
-        parts = {stem: path.with_name(f".{path.name}.part") for stem, path in targets.items()}
-        windows = clipped = 0
-        try:
-            with sf.SoundFile(str(source)) as reader:
-                total = reader.frames
-                writers = {stem: sf.SoundFile(str(part), "w", SPLEETER_RATE, 2, "PCM_16", format="WAV")
-                           for stem, part in parts.items()}
-                try:
-                    tails: dict[str, np.ndarray] = {}
-                    start = 0
-                    while True:
-                        reader.seek(start)
-                        block = reader.read(window, dtype="float32", always_2d=True)
-                        is_last = len(block) < window or start + len(block) >= total
-                        stems = model(block, high_band_to_background=self.high_band == "background")
-                        windows += 1
-                        for stem, y in stems.items():
-                            if stem in tails:
-                                k = min(overlap, len(y))     # shorter only if the file ends early
-                                y[:k] = y[:k] * fade_in[:k] + tails[stem][:k]
-                            if not is_last and overlap:
-                                tails[stem] = y[-overlap:] * fade_out
-                                y = y[:-overlap]
-                            clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-                            writers[stem].write(np.clip(y, -1.0, 1.0))
-                        if is_last:
-                            break
-                        start += len(block) - overlap
-                finally:
-                    for w in writers.values():
-                        w.close()
-            for stem, part in parts.items():
-                os.replace(part, targets[stem])
-        finally:
-            for part in parts.values():
-                part.unlink(missing_ok=True)
-        return {"frames": total, "windows": windows, "clipped": clipped}
+        high_band = self.high_band == "background"
+        return separate_in_windows(
+            source, {"vocals": vocals_path, "accompaniment": background_path}, SPLEETER_RATE,
+            window=max(1, int(round(self.window_s * SPLEETER_RATE))),
+            overlap=int(round(self.crossfade_s * SPLEETER_RATE)),
+            separate_block=lambda block: model(block, high_band_to_background=high_band))
+
+
+def separate_in_windows(source: Path, targets: dict[str, Path], rate: int, window: int, overlap: int,
+                        separate_block) -> dict:
+    """Stream ``source`` through ``separate_block`` ((frames, ch) float32 -> {stem: (frames, ch)})
+    one window at a time, cross-fading ``overlap`` frames between windows, so memory stays flat on
+    long inputs; each stem is written to a temp file beside its target, then renamed into place."""
+    fade_in = np.linspace(0.0, 1.0, overlap, dtype=np.float32)[:, None]
+    fade_out = 1.0 - fade_in
+    parts = {stem: path.with_name(f".{path.name}.part") for stem, path in targets.items()}
+    windows = clipped = 0
+    try:
+        with sf.SoundFile(str(source)) as reader:
+            total = reader.frames
+            writers = {stem: sf.SoundFile(str(part), "w", rate, reader.channels, "PCM_16", format="WAV")
+                       for stem, part in parts.items()}
+            try:
+                tails: dict[str, np.ndarray] = {}
+                start = 0
+                while True:
+                    reader.seek(start)
+                    block = reader.read(window, dtype="float32", always_2d=True)
+                    is_last = len(block) < window or start + len(block) >= total
+                    stems = separate_block(block)
+                    windows += 1
+                    for stem, y in stems.items():
+                        y = y.astype(np.float32, copy=False)
+                        if stem in tails:
+                            k = min(overlap, len(y))     # shorter only if the file ends early
+                            y[:k] = y[:k] * fade_in[:k] + tails[stem][:k]
+                        if not is_last and overlap:
+                            tails[stem] = y[-overlap:] * fade_out
+                            y = y[:-overlap]
+                        clipped += int(np.count_nonzero(np.abs(y) > 1.0))
+                        writers[stem].write(np.clip(y, -1.0, 1.0))
+                    if is_last:
+                        break
+                    start += len(block) - overlap
+            finally:
+                for w in writers.values():
+                    w.close()
+        for stem, part in parts.items():
+            os.replace(part, targets[stem])
+    finally:
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+    return {"frames": total, "windows": windows, "clipped": clipped}
