@@ -14,6 +14,8 @@ import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,14 +295,8 @@ class FasterWhisperTranscriber(Transcriber):
 
         if not self.multilingual:
             return super().chunk_languages(wav16k_path, chunks, main_language)
-        path = Path(wav16k_path)
-        if sf.info(str(path)).samplerate != SAMPLE_RATE:
-            with tempfile.TemporaryDirectory(prefix="octavia-asr-") as tmp:
-                converted = Path(tmp) / "audio_16k_mono.wav"
-                media.resample(path, converted, SAMPLE_RATE, 1)
-                return self.chunk_languages(converted, chunks, main_language)
         out = []
-        with sf.SoundFile(str(path)) as f:
+        with _at_16k(Path(wav16k_path)) as path, sf.SoundFile(str(path)) as f:
             for c in chunks:
                 if c.duration < self.CHUNK_LID_MIN_S:
                     out.append((main_language, 1.0))
@@ -321,18 +317,8 @@ class FasterWhisperTranscriber(Transcriber):
         does not grow with the input's length; a file that is not 16 kHz is resampled first."""
         import soundfile as sf
 
-        path = Path(wav16k_path)
-        try:
-            ready = sf.info(str(path)).samplerate == SAMPLE_RATE
-        except RuntimeError:
-            ready = False
-        if not ready:
-            with tempfile.TemporaryDirectory(prefix="octavia-asr-") as tmp:
-                converted = Path(tmp) / "audio_16k_mono.wav"
-                media.resample(path, converted, SAMPLE_RATE, 1)
-                return self.transcribe(converted, chunks, language)
         out = []
-        with sf.SoundFile(str(path)) as f:
+        with _at_16k(Path(wav16k_path)) as path, sf.SoundFile(str(path)) as f:
             for c in chunks:
                 i0, i1 = self._padded_span(c, f.frames)
                 f.seek(i0)
@@ -392,3 +378,20 @@ class FasterWhisperTranscriber(Transcriber):
         text = " ".join("".join(seg.text for seg in segments).split())   # Whisper's own spacing
         return ChunkTranscript(chunk=chunk.index, text=text, words=words,
                                language=language or info.language)
+
+
+@contextmanager
+def _at_16k(path: Path) -> Iterator[Path]:
+    """``path`` itself when libsndfile reads it at 16 kHz, else a resampled mono copy (a temp file)."""
+    import soundfile as sf
+    try:
+        ready = sf.info(str(path)).samplerate == SAMPLE_RATE
+    except RuntimeError:
+        ready = False
+    if ready:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="octavia-asr-") as tmp:
+        converted = Path(tmp) / "audio_16k_mono.wav"
+        media.resample(path, converted, SAMPLE_RATE, 1)
+        yield converted
