@@ -1,7 +1,7 @@
 """Kokoro synthesis: ONNX Runtime intra-op threads per session against lines synthesized at once.
 
-    .venv/bin/python -m benchmarks.tts_threads 2 1    # 2 intra-op threads, one line at a time (before)
-    .venv/bin/python -m benchmarks.tts_threads 1 2    # 1 thread per session, 2 lines at once (dubbed_chunks now)
+    .venv/bin/python -m benchmarks.tts_threads 2 1    # 2 intra-op threads, one line at a time (the default)
+    .venv/bin/python -m benchmarks.tts_threads 1 2    # 1 thread per session, 2 lines at once (OCTAVIA_TTS_WORKERS=2)
 
 Synthesizes 16 Portuguese sentences (about 90 s of speech) with one voice after a warm-up call and
 prints one JSON line: wall and CPU seconds (this process, all threads) for the batch.

@@ -145,7 +145,7 @@ def fit_ahead(media_store: MediaStore, synth: Synthesizer, voices: dict[str, Voi
 
 def dub_lines(media_store: MediaStore, synth: Synthesizer, voices: dict[str, VoiceChoice], lines: list[dict],
               duration: float, lang: str, key_prefix: str, condenser: Condenser, max_speedup: float,
-              log=None, workers: int = 1) -> tuple[list[dict], int]:
+              log=None, workers: int = 1, ahead_synth: Synthesizer | None = None) -> tuple[list[dict], int]:
     """Fit and place every line (plain function: the asset and the benchmarks call it).
 
     ``workers`` > 1 synthesizes the lines on that many threads first (:func:`fit_ahead`); the
@@ -153,8 +153,10 @@ def dub_lines(media_store: MediaStore, synth: Synthesizer, voices: dict[str, Voi
     (of an earlier run: lines fitted ahead in this call do not count)."""
     placed, reused, prev_end = [], 0, 0.0
     slots = line_slots(lines, duration)
-    ahead = (fit_ahead(media_store, synth, voices, lines, slots, lang, key_prefix, condenser, max_speedup, workers)
-             if workers > 1 else set())
+    # The lines ahead on ``ahead_synth`` (a session per worker's share of the cores); the in-order
+    # pass re-fits mis-guessed lines one at a time, on ``synth`` with all the cores.
+    ahead = (fit_ahead(media_store, ahead_synth or synth, voices, lines, slots, lang, key_prefix, condenser,
+                       max_speedup, workers) if workers > 1 else set())
     for i, (ln, slot) in enumerate(zip(lines, slots)):
         voice = voices.get(ln["speaker"]) or next(iter(voices.values()))
         lead_available = round(max(0.0, min(MAX_LEAD_S, ln["start"] - (prev_end + MIN_GAP_S))), 3)
@@ -214,12 +216,12 @@ def dubbed_chunks(context: dg.AssetExecutionContext, media_store: MediaStore, tt
         with opened_references(media_store, video, refs) as paths:
             synth.prepare_voices(video, paths, voice_profiles(media_store, video, diarization))
     workers = tts.line_workers() if synth.thread_safe else 1
-    if workers > 1:   # one line per core at once, each on its share of the cores
-        synth = synth.with_threads(max(1, available_cores() // workers))
+    # one line per worker at once, each on its share of the cores
+    ahead_synth = synth.with_threads(max(1, available_cores() // workers)) if workers > 1 else None
     try:
         placed, reused = dub_lines(media_store, synth, chosen, doc["lines"], duration, lang,
                                    derived_key(video, lang, "dub"), condenser, tts.max_speedup, log=context.log.info,
-                                   workers=workers)
+                                   workers=workers, ahead_synth=ahead_synth)
     finally:
         if hasattr(synth, "release_voices"):
             synth.release_voices(video)

@@ -93,3 +93,64 @@ def test_final_mix_reports_its_checks_and_a_forced_failure(media_store):
 def workdir_files():
     from octavia_assets.common import workdir
     return workdir("test-mix")
+
+
+def test_true_peak_by_blocks_equals_the_whole_track_oversampled():
+    """Blocks with a filter margin give the same 4x-oversampled peak as the whole track at once,
+    also for an inter-sample peak that falls on a block boundary."""
+    from scipy.signal import resample_poly
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5500, 2)) * 0.05).astype(np.float32)
+    x[999:1001, 1] = [0.9, -0.9]            # the true peak lies between these samples, at the boundary
+    whole = 20 * np.log10(max(float(np.max(np.abs(resample_poly(x[:, c].astype(np.float64), 4, 1))))
+                              for c in range(2)))
+    assert true_peak_db(x, block=1000) == pytest.approx(whole, abs=1e-9)
+    assert true_peak_db(x[:, 1], block=1000) == pytest.approx(whole, abs=1e-9)
+    assert true_peak_db(x) == pytest.approx(whole, abs=1e-9)
+
+
+def _leakage_whole_track(final_mix, mix_rate, original_voice, voice_rate, dub, dub_rate, frame_s=0.1):
+    """voice_leakage_db as it was computed before blocks: every track whole, in float64."""
+    from scipy.signal import resample_poly
+    x = np.asarray(final_mix, np.float64)
+    x = x.mean(axis=1) if x.ndim == 2 else x
+    refs = []
+    for sig, rate in ((original_voice, voice_rate), (dub, dub_rate)):
+        r = np.asarray(sig, np.float64)
+        r = r.mean(axis=1) if r.ndim == 2 else r
+        if rate != mix_rate:
+            g = np.gcd(int(rate), int(mix_rate))
+            r = resample_poly(r, mix_rate // g, rate // g)
+        refs.append(np.pad(r, (0, max(0, len(x) - len(r))))[: len(x)])
+    n = int(frame_s * mix_rate)
+    frames = len(x) // n
+    X, V, D = (a[: frames * n].reshape(frames, n) for a in (x, *refs))
+    ev, ed = (V * V).sum(1), (D * D).sum(1)
+    active = ev > ev.max() * 10 ** (-30 / 10)
+    e_voice = np.where(ev > 0, (X * V).sum(1) ** 2 / np.where(ev > 0, ev, 1), 0.0)
+    e_dub = np.where(ed > 0, (X * D).sum(1) ** 2 / np.where(ed > 0, ed, 1), 0.0)
+    floor = ((X * X).sum(1)[active] / n).sum()
+    sums = np.stack([(X * X).sum(1), ev, ed, (X * V).sum(1), (X * D).sum(1)])
+    return (10 * np.log10(e_voice[active].sum() / e_dub[active].sum()),
+            10 * np.log10(floor / e_dub[active].sum()), sums)
+
+
+@pytest.mark.parametrize("voice_len_s", [9.0, 7.3])      # the voice as long as the mix, and ending early
+def test_leakage_by_blocks_equals_the_whole_track(voice_len_s):
+    from octavia_assets.resources.mixing import leakage_frame_sums, voice_leakage_db
+    rng = np.random.default_rng(5)
+    mix_rate, voice_rate, dub_rate = 48000, 44100, 24000
+    t_v = np.arange(int(voice_len_s * voice_rate)) / voice_rate
+    voice = (0.3 * rng.standard_normal(len(t_v)) * (np.sin(2 * np.pi * 0.5 * t_v) > 0)).astype(np.float32)
+    dub = (0.2 * rng.standard_normal(int(9.0 * dub_rate))).astype(np.float32)
+    t_m = np.arange(int(9.0 * mix_rate)) / mix_rate
+    mix = np.stack([0.05 * np.sin(2 * np.pi * 180 * t_m) + 0.01 * rng.standard_normal(len(t_m))] * 2, axis=1)
+    mix = mix.astype(np.float32)
+    mix[: len(dub) * 2, 0] += np.repeat(dub, 2)[: len(mix)] * 0.5
+    leak, floor, whole = _leakage_whole_track(mix, mix_rate, voice, voice_rate, dub, dub_rate)
+    sums = leakage_frame_sums(mix, mix_rate, voice, voice_rate, dub, dub_rate, 4800, block_frames=7)  # 0.7 s blocks
+    np.testing.assert_allclose(sums, whole, rtol=1e-9, atol=1e-9)          # every frame, every sum
+    got = voice_leakage_db(mix, mix_rate, voice, voice_rate, dub, dub_rate, block_frames=7)
+    assert got["leakage_db"] == pytest.approx(round(leak, 2), abs=0.011)
+    assert got["floor_db"] == pytest.approx(round(floor, 2), abs=0.011)
+    assert got == voice_leakage_db(mix, mix_rate, voice, voice_rate, dub, dub_rate)   # default blocks

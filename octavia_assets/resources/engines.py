@@ -220,11 +220,13 @@ class TtsEngine(dg.ConfigurableResource):
     engine: str = "kokoro"
     fallback: str = "espeak"
     max_speedup: float = 1.25
-    #: lines synthesized at once; 0: $OCTAVIA_TTS_WORKERS, else one per CPU core of this process
+    #: lines synthesized at once; 0: $OCTAVIA_TTS_WORKERS, else 1 (one line at a time on all the cores)
     workers: int = 0
 
     def line_workers(self) -> int:
-        return max(1, self.workers or int(os.environ.get("OCTAVIA_TTS_WORKERS") or 0) or available_cores())
+        # Default 1: measured on 2 cores (benchmarks/RESULTS.md), lines at once only pay on a busy
+        # machine; idle, one line on all the cores is faster (mis-guessed lines are fitted twice).
+        return max(1, self.workers or int(os.environ.get("OCTAVIA_TTS_WORKERS") or 0) or 1)
 
     def get(self, language: str | None = None) -> Synthesizer:
         synth = _synthesizer(self.engine)

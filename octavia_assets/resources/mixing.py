@@ -97,7 +97,7 @@ def loudness_over_time(samples: np.ndarray, sample_rate: int, window_s: float = 
 
 
 def voice_leakage_db(final_mix: np.ndarray, mix_rate: int, original_voice: np.ndarray, voice_rate: int,
-                     dub: np.ndarray, dub_rate: int, frame_s: float = 0.1) -> dict:
+                     dub: np.ndarray, dub_rate: int, frame_s: float = 0.1, block_frames: int = 600) -> dict:
     """How loud the original voice still is in ``final_mix``, relative to the dub speech in it.
 
     Both references are resampled to the mix rate; in every ``frame_s`` frame the mix (mono) is
@@ -106,34 +106,68 @@ def voice_leakage_db(final_mix: np.ndarray, mix_rate: int, original_voice: np.nd
     active (frame energy within 30 dB of its loudest frame). ``leakage_db`` = 10 log10(E_voice /
     E_dub). Uncorrelated material projects with energy ~1/N of the frame's, which puts the floor of
     the method near -30 dB here (see ``floor_db``: the same projection of the mix minus both parts).
+
+    Computed ``block_frames`` frames at a time (references resampled per block with a filter
+    margin, so the sums equal the whole-track computation): memory does not grow with the length.
     """
-    from scipy.signal import resample_poly
-    x = np.asarray(final_mix, np.float64)
-    x = x.mean(axis=1) if x.ndim == 2 else x
-    refs = []
-    for sig, rate in ((original_voice, voice_rate), (dub, dub_rate)):
-        r = np.asarray(sig, np.float64)
-        r = r.mean(axis=1) if r.ndim == 2 else r
-        if rate != mix_rate:
-            g = np.gcd(int(rate), int(mix_rate))
-            r = resample_poly(r, mix_rate // g, rate // g)
-        r = np.pad(r, (0, max(0, len(x) - len(r))))[: len(x)]
-        refs.append(r)
-    voice, dub_ref = refs
     n = int(frame_s * mix_rate)
-    frames = len(x) // n
-    X, V, D = (a[: frames * n].reshape(frames, n) for a in (x, voice, dub_ref))
-    ev, ed = (V * V).sum(1), (D * D).sum(1)
-    active = ev > ev.max() * 10 ** (-30 / 10)
+    xx, ev, ed, xv, xd = leakage_frame_sums(final_mix, mix_rate, original_voice, voice_rate, dub, dub_rate, n,
+                                           block_frames)
+    frames = len(xx)
+    active = ev > ev.max() * 10 ** (-30 / 10) if frames else np.zeros(0, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
-        e_voice = np.where(ev > 0, (X * V).sum(1) ** 2 / ev, 0.0)
-        e_dub = np.where(ed > 0, (X * D).sum(1) ** 2 / ed, 0.0)
+        e_voice = np.where(ev > 0, xv ** 2 / ev, 0.0)
+        e_dub = np.where(ed > 0, xd ** 2 / ed, 0.0)
     leak, dub_e = float(e_voice[active].sum()), float(e_dub[active].sum())
     # The floor: what an unrelated signal with the mix's energy would project onto the voice.
-    floor = float(((X * X).sum(1)[active] / n).sum())
+    floor = float((xx[active] / n).sum())
     db = lambda a, b: round(10 * np.log10(a / b), 2) if a > 0 and b > 0 else float("-inf")
     return {"leakage_db": db(leak, dub_e), "floor_db": db(floor, dub_e),
             "active_s": round(float(active.sum()) * frame_s, 1)}
+
+
+def leakage_frame_sums(final_mix: np.ndarray, mix_rate: int, original_voice: np.ndarray, voice_rate: int,
+                       dub: np.ndarray, dub_rate: int, n: int, block_frames: int = 600) -> np.ndarray:
+    """Per ``n``-sample frame of the mix (mono): |x|^2, |v|^2, |d|^2, x.v, x.d with the references
+    resampled to the mix rate; ``block_frames`` frames at a time."""
+    frames = len(final_mix) // n
+    sums = np.zeros((5, frames))
+    refs = [(np.asarray(sig), int(rate)) for sig, rate in ((original_voice, voice_rate), (dub, dub_rate))]
+    for f0 in range(0, frames, block_frames):
+        f1 = min(frames, f0 + block_frames)
+        a, b = f0 * n, f1 * n
+        x = np.asarray(final_mix[a:b], np.float64)
+        x = x.mean(axis=1) if x.ndim == 2 else x
+        v, d = (_resampled_span(sig, rate, mix_rate, a, b) for sig, rate in refs)
+        shape = (f1 - f0, n)
+        X, V, D = x.reshape(shape), v.reshape(shape), d.reshape(shape)
+        sums[:, f0:f1] = [(X * X).sum(1), (V * V).sum(1), (D * D).sum(1), (X * V).sum(1), (X * D).sum(1)]
+    return sums
+
+
+def _resampled_span(sig: np.ndarray, rate: int, out_rate: int, a: int, b: int) -> np.ndarray:
+    """Samples ``a:b`` (at ``out_rate``) of mono ``sig`` resampled from ``rate``, zero past its end;
+    equal to slicing the whole signal resampled at once (the block is resampled with a margin of
+    input on both sides longer than the filter, from a position the rate ratio maps exactly)."""
+    from scipy.signal import resample_poly
+    g = int(np.gcd(rate, out_rate))
+    up, down = out_rate // g, rate // g
+    # output position q*up maps to input position q*down: start the block there
+    q0, q1 = a // up, -(-b // up)
+    margin = 64 * down                      # input samples, a multiple of down; the filter spans ~10*max(up, down)/up
+    lo = max(0, q0 * down - margin)
+    hi = min(len(sig), q1 * down + margin)
+    if lo >= hi:
+        return np.zeros(b - a)
+    seg = np.asarray(sig[lo:hi], np.float64)
+    seg = seg.mean(axis=1) if seg.ndim == 2 else seg
+    y = seg if up == down == 1 else resample_poly(seg, up, down)
+    first = lo * up // down                 # output index of y[0]
+    out = np.zeros(b - a)
+    i0, i1 = max(a, first), min(b, first + len(y), int(np.ceil(len(sig) * up / down)))
+    if i1 > i0:
+        out[i0 - a:i1 - a] = y[i0 - first:i1 - first]
+    return out
 
 
 def _loudnorm_measure(path: Path, s: MixSettings) -> dict:
