@@ -1,5 +1,6 @@
 """final_mix: the dub over the ducked background, loudness-normalised (EBU R128), with its checks."""
 
+import contextlib
 import os
 import time
 import warnings
@@ -8,14 +9,21 @@ import dagster as dg
 
 from . import checks
 from .common import DOWNSTREAM, derived_key, materialized, video_and_lang, workdir
-from .dubbing import dubbed_chunks, load_dub_track
+from .dubbing import dubbed_chunks
 from .partitions import VIDEO_DIMENSION, video_lang
-from .resources.media import read_audio
-from .resources.mixing import MixSettings, mix, voice_leakage_db
+from .resources.mixing import AudioFile, MixSettings, PlacedTrack, mix, voice_leakage_db
 from .resources.storage import MediaStore
 from .settings import target_languages
 from .speakers import delete_voice_data
 from .stems import stems
+
+
+def placed_dub(media_store: MediaStore, files: contextlib.ExitStack, video: str, lang: str) -> tuple[PlacedTrack, dict]:
+    """``load_dub_track``'s timeline as a lazy view over the clip files (kept local in ``files``): the
+    same samples, read a slice at a time, so a long video's dub is never in memory whole."""
+    doc = media_store.read_json(derived_key(video, lang, "dubbed_chunks.json"))
+    clips = [(p["start"], files.enter_context(media_store.open_local(p["audio_key"]))) for p in doc["lines"]]
+    return PlacedTrack(clips, doc["duration_s"]), doc
 
 
 def mix_settings() -> MixSettings:
@@ -42,26 +50,28 @@ def final_mix(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.
     """48 kHz stereo: background ducked under the dub (sidechain compression), then two-pass loudnorm."""
     started = time.perf_counter()
     video, lang = video_and_lang(context)
-    dub, rate, doc = load_dub_track(media_store, video, lang)
     settings = mix_settings()
     out = derived_key(video, lang, "final_mix.wav")
-    with media_store.open_local(derived_key(video, "stems", "background.wav")) as bg, workdir("mix") as tmp:
+    with contextlib.ExitStack() as files, workdir("mix") as tmp:
+        dub, doc = placed_dub(media_store, files, video, lang)
+        rate = dub.sample_rate
+        bg = files.enter_context(media_store.open_local(derived_key(video, "stems", "background.wav")))
         figures = mix(bg, dub, rate, doc["duration_s"], tmp / "mix.wav", settings)
-        final, mix_rate = read_audio(tmp / "mix.wav")
         media_store.put_file(tmp / "mix.wav", out)
-    # No ground truth in production: the separated vocals stand for the original voice. It is a lower
-    # bound of the true leakage (the separator's residual is what it did not put in the vocals);
-    # benchmarks/mix_eval.py measures against a composite's true dialogue stem.
-    with media_store.open_local(derived_key(video, "stems", "vocals.wav")) as vocals_path:
-        vocals, vocals_rate = read_audio(vocals_path, mono=True)
-    leak = voice_leakage_db(final, mix_rate, vocals, vocals_rate, dub, rate)
-    lines = media_store.read_json(derived_key(video, "transcript", "transcript.json"))["lines"]
-    results = [
-        checks.loudness(figures["integrated_lufs"], figures["true_peak_dbtp"], settings.target_lufs)
-        .result("loudness", checks.WARN),
-        checks.leakage(leak["leakage_db"], "separated vocals stem").result("voice_leakage", checks.WARN),
-        checks.dub_speaks_where_speech_was(dub, rate, lines).result("dub_speaks_where_speech_was", checks.WARN),
-    ]
+        # No ground truth in production: the separated vocals stand for the original voice. It is a lower
+        # bound of the true leakage (the separator's residual is what it did not put in the vocals);
+        # benchmarks/mix_eval.py measures against a composite's true dialogue stem. Both tracks are
+        # read from their files a block at a time (AudioFile): memory stays flat in the length.
+        with media_store.open_local(derived_key(video, "stems", "vocals.wav")) as vocals_path:
+            final, vocals = AudioFile(tmp / "mix.wav"), AudioFile(vocals_path, mono=True)
+            leak = voice_leakage_db(final, final.sample_rate, vocals, vocals.sample_rate, dub, rate)
+        lines = media_store.read_json(derived_key(video, "transcript", "transcript.json"))["lines"]
+        results = [
+            checks.loudness(figures["integrated_lufs"], figures["true_peak_dbtp"], settings.target_lufs)
+            .result("loudness", checks.WARN),
+            checks.leakage(leak["leakage_db"], "separated vocals stem").result("voice_leakage", checks.WARN),
+            checks.dub_speaks_where_speech_was(dub, rate, lines).result("dub_speaks_where_speech_was", checks.WARN),
+        ]
     result = materialized(media_store, [out], started, **figures, leakage_vs_vocals_db=leak["leakage_db"])
     # The voice data has served its purpose once every language is mixed: delete it (a re-dub
     # re-derives it from the stems). The mix is already stored, so a failure here loses nothing.

@@ -2,18 +2,19 @@
 plots, and Dagster metadata (markdown with the plots inline, JSON)."""
 
 import base64
+import contextlib
 import time
 
 import dagster as dg
 
 from .common import DOWNSTREAM, derived_key, materialized, output_key, video_of, workdir
 from .delivery import duration_report, final_video, target_languages_of_catalogue
-from .dubbing import load_dub_track, speedup_stats
-from .mix import MIX_CHECKS, mix_settings
+from .dubbing import speedup_stats
+from .mix import MIX_CHECKS, mix_settings, placed_dub
 from .partitions import video_language_key, videos
 from .resources.engines import TtsEngine
-from .resources.media import probe, read_audio
-from .resources.mixing import integrated_loudness, loudness_over_time, true_peak_db, voice_leakage_db
+from .resources.media import probe
+from .resources.mixing import AudioFile, integrated_loudness, loudness_over_time, true_peak_db, voice_leakage_db
 from .resources.report_html import loudness_plot, render_html, speaker_timeline, speedup_histogram
 from .resources.storage import MediaStore
 
@@ -62,65 +63,70 @@ def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, t
     target = mix_settings().target_lufs
     with media_store.open_local(output_key(video, f"{video}.dubbed.mp4")) as path:
         durations = duration_report(source, probe(path))
-    with media_store.open_local(derived_key(video, "audio", "audio_44k.wav")) as path:
-        original, orig_rate = read_audio(path)
-    with media_store.open_local(derived_key(video, "stems", "vocals.wav")) as path:
-        vocals, vocals_rate = read_audio(path, mono=True)
-    source_lines = {ln["index"]: ln for ln in transcript["lines"]}
-    languages = target_languages_of_catalogue()
-    sections, curves, dubs = [], {}, {}
-    for lang in languages:
-        dub_track, dub_rate, dub = load_dub_track(media_store, video, lang)
-        dubs[lang] = dub
-        with media_store.open_local(derived_key(video, lang, "final_mix.wav")) as mix_path:
-            samples, rate = read_audio(mix_path)
-        curves[lang] = loudness_over_time(samples, rate)
-        leak = voice_leakage_db(samples, rate, vocals, vocals_rate, dub_track, dub_rate)
-        # Round-trip WER per line comes from the on-demand dub_quality asset, when it was materialized.
-        quality_key = derived_key(video, lang, "dub_quality.json")
-        wer_by_line = ({row["index"]: row["wer"] for row in media_store.read_json(quality_key)["roundtrip"]["lines"]}
-                       if media_store.exists(quality_key) else {})
-        sections.append(_section(lang, dub, source_lines, wer_by_line=wer_by_line, figures={
-            "integrated_lufs": round(integrated_loudness(samples, rate), 2),
-            "true_peak_dbtp": round(true_peak_db(samples), 2), "leakage_vs_vocals_db": leak["leakage_db"]}))
-    lines = transcript["lines"]
-    report = {
-        "video": video, "source": source["object_key"], "durations": durations,
-        "source_language": transcript["language"], "speaker_count": len(speaker_map["speakers"]),
-        "transcript_lines": len(lines), "target_lufs": target, "speedup_cap": tts.max_speedup,
-        "mean_asr_confidence": round(sum(ln["confidence"] for ln in lines) / len(lines), 3) if lines else 0.0,
-        "original_integrated_lufs": round(integrated_loudness(original, orig_rate), 2),
-        "languages": sections, "checks": _latest_checks(context.instance, video, languages),
-    }
-    plots = {
-        "loudness": loudness_plot(loudness_over_time(original, orig_rate), curves, target),
-        "speedups": speedup_histogram({lang: [ln["speedup"] for ln in d["lines"]] for lang, d in dubs.items()},
-                                      tts.max_speedup),
-        "speakers": speaker_timeline(speaker_map["turns"], {lang: d["lines"] for lang, d in dubs.items()},
-                                     source["duration"]),
-    }
-    keys = [output_key(video, "quality_report.json"), output_key(video, "quality_report.html")]
-    media_store.put_json(report, keys[0])
-    with workdir("report") as tmp:
-        (tmp / "report.html").write_text(render_html(report, plots), encoding="utf-8")
-        media_store.put_file(tmp / "report.html", keys[1])
-        for name, png in plots.items():
-            (tmp / f"{name}.png").write_bytes(png)
-            keys.append(output_key(video, "report", f"{name}.png"))
-            media_store.put_file(tmp / f"{name}.png", keys[-1])
-    failed = [f"{c['check']} ({c['partition']})" for c in report["checks"] if not c["passed"]]
-    rows = "\n".join(f"| {s['language']} | {s['lines']} | {s['integrated_lufs']} | {s['true_peak_dbtp']} | "
-                     f"{s['leakage_vs_vocals_db']} | {s['speedup_median']} | {s['speedup_max']} | "
-                     f"{s['lines_not_fitting']} |" for s in sections)
-    inline = lambda name: f"![{name}](data:image/png;base64,{base64.b64encode(plots[name]).decode()})"
-    md = (f"**Duration delta:** {durations['max_stream_delta_frames']} frames (worst stream)  \n"
-          f"**Checks:** {len(report['checks']) - len(failed)}/{len(report['checks'])} passed"
-          + (f"; failed: {', '.join(failed)}" if failed else "") + "\n\n"
-          "| lang | lines | LUFS | true peak dBTP | leakage dB (vs vocals) | speed-up median | max | not fitting |\n"
-          "|---|---|---|---|---|---|---|---|\n" + rows + "\n\n" + inline("loudness") + "\n\n" + inline("speedups")
-          + "\n\n" + inline("speakers"))
-    return materialized(media_store, keys, started, report=dg.MetadataValue.md(md),
-                        report_json=dg.MetadataValue.json({k: v for k, v in report.items() if k != "languages"}),
-                        html=dg.MetadataValue.path(media_store.uri(keys[1])),
-                        duration_delta_frames=durations["max_stream_delta_frames"],
-                        speaker_count=len(speaker_map["speakers"]), checks_failed=len(failed))
+    # Tracks are measured from their files a block at a time (AudioFile), never loaded whole: memory
+    # stays flat in the video's length. The files stay open (local) until the report is built.
+    with contextlib.ExitStack() as files:
+        original = AudioFile(files.enter_context(media_store.open_local(derived_key(video, "audio", "audio_44k.wav"))))
+        orig_rate = original.sample_rate
+        vocals = AudioFile(files.enter_context(media_store.open_local(derived_key(video, "stems", "vocals.wav"))),
+                           mono=True)
+        vocals_rate = vocals.sample_rate
+        source_lines = {ln["index"]: ln for ln in transcript["lines"]}
+        languages = target_languages_of_catalogue()
+        sections, curves, dubs = [], {}, {}
+        for lang in languages:
+            dub_track, dub = placed_dub(media_store, files, video, lang)
+            dub_rate = dub_track.sample_rate
+            dubs[lang] = dub
+            samples = AudioFile(files.enter_context(media_store.open_local(derived_key(video, lang, "final_mix.wav"))))
+            rate = samples.sample_rate
+            curves[lang] = loudness_over_time(samples, rate)
+            leak = voice_leakage_db(samples, rate, vocals, vocals_rate, dub_track, dub_rate)
+            # Round-trip WER per line comes from the on-demand dub_quality asset, when it was materialized.
+            quality_key = derived_key(video, lang, "dub_quality.json")
+            wer_by_line = ({row["index"]: row["wer"] for row in media_store.read_json(quality_key)["roundtrip"]["lines"]}
+                           if media_store.exists(quality_key) else {})
+            sections.append(_section(lang, dub, source_lines, wer_by_line=wer_by_line, figures={
+                "integrated_lufs": round(integrated_loudness(samples, rate), 2),
+                "true_peak_dbtp": round(true_peak_db(samples), 2), "leakage_vs_vocals_db": leak["leakage_db"]}))
+        lines = transcript["lines"]
+        report = {
+            "video": video, "source": source["object_key"], "durations": durations,
+            "source_language": transcript["language"], "speaker_count": len(speaker_map["speakers"]),
+            "transcript_lines": len(lines), "target_lufs": target, "speedup_cap": tts.max_speedup,
+            "mean_asr_confidence": round(sum(ln["confidence"] for ln in lines) / len(lines), 3) if lines else 0.0,
+            "original_integrated_lufs": round(integrated_loudness(original, orig_rate), 2),
+            "languages": sections, "checks": _latest_checks(context.instance, video, languages),
+        }
+        plots = {
+            "loudness": loudness_plot(loudness_over_time(original, orig_rate), curves, target),
+            "speedups": speedup_histogram({lang: [ln["speedup"] for ln in d["lines"]] for lang, d in dubs.items()},
+                                          tts.max_speedup),
+            "speakers": speaker_timeline(speaker_map["turns"], {lang: d["lines"] for lang, d in dubs.items()},
+                                         source["duration"]),
+        }
+        keys = [output_key(video, "quality_report.json"), output_key(video, "quality_report.html")]
+        media_store.put_json(report, keys[0])
+        with workdir("report") as tmp:
+            (tmp / "report.html").write_text(render_html(report, plots), encoding="utf-8")
+            media_store.put_file(tmp / "report.html", keys[1])
+            for name, png in plots.items():
+                (tmp / f"{name}.png").write_bytes(png)
+                keys.append(output_key(video, "report", f"{name}.png"))
+                media_store.put_file(tmp / f"{name}.png", keys[-1])
+        failed = [f"{c['check']} ({c['partition']})" for c in report["checks"] if not c["passed"]]
+        rows = "\n".join(f"| {s['language']} | {s['lines']} | {s['integrated_lufs']} | {s['true_peak_dbtp']} | "
+                         f"{s['leakage_vs_vocals_db']} | {s['speedup_median']} | {s['speedup_max']} | "
+                         f"{s['lines_not_fitting']} |" for s in sections)
+        inline = lambda name: f"![{name}](data:image/png;base64,{base64.b64encode(plots[name]).decode()})"
+        md = (f"**Duration delta:** {durations['max_stream_delta_frames']} frames (worst stream)  \n"
+              f"**Checks:** {len(report['checks']) - len(failed)}/{len(report['checks'])} passed"
+              + (f"; failed: {', '.join(failed)}" if failed else "") + "\n\n"
+              "| lang | lines | LUFS | true peak dBTP | leakage dB (vs vocals) | speed-up median | max | not fitting |\n"
+              "|---|---|---|---|---|---|---|---|\n" + rows + "\n\n" + inline("loudness") + "\n\n" + inline("speedups")
+              + "\n\n" + inline("speakers"))
+        return materialized(media_store, keys, started, report=dg.MetadataValue.md(md),
+                            report_json=dg.MetadataValue.json({k: v for k, v in report.items() if k != "languages"}),
+                            html=dg.MetadataValue.path(media_store.uri(keys[1])),
+                            duration_delta_frames=durations["max_stream_delta_frames"],
+                            speaker_count=len(speaker_map["speakers"]), checks_failed=len(failed))

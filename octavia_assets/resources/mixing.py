@@ -12,8 +12,10 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 import pyloudnorm
+import soundfile as sf
+from scipy.signal import lfilter
 
-from .media import MediaError, read_audio, run_ffmpeg, write_audio
+from .media import MediaError, run_ffmpeg
 
 
 @dataclass(frozen=True)
@@ -51,48 +53,186 @@ def place_clips(clips: list[tuple[float, np.ndarray]], duration_s: float, sample
     return track
 
 
-def integrated_loudness(samples: np.ndarray, sample_rate: int) -> float:
+class AudioFile:
+    """A read-only, array-like view of a sound file: ``len()``, ``shape``, ``ndim`` and ``[a:b]``
+    slices read only the frames asked for (float32, mono as the channel mean, like ``read_audio``),
+    so the measurements below never hold a whole track: memory stays flat in the track's length."""
+
+    def __init__(self, path: str | os.PathLike, mono: bool = False):
+        info = sf.info(str(path))
+        self.path, self.mono = str(path), mono
+        self.sample_rate, self.channels, self.frames = int(info.samplerate), int(info.channels), int(info.frames)
+
+    def __len__(self) -> int:
+        return self.frames
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.mono else 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.frames,) if self.mono else (self.frames, self.channels)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("AudioFile supports contiguous [a:b] slices only")
+        start, stop, _ = key.indices(self.frames)
+        with sf.SoundFile(self.path) as f:
+            f.seek(start)
+            data = f.read(max(0, stop - start), dtype="float32", always_2d=True)
+        return data.mean(axis=1) if self.mono else data
+
+
+class PlacedTrack:
+    """``place_clips`` of sound files as a lazy view (same samples: clips added in order in float32):
+    a slice reads only the clips it overlaps, so the dub timeline of a long video is never held whole.
+    ``clips``: (start_s, path) of mono-mixed clips, all at one rate (``sample_rate`` when none)."""
+
+    ndim = 1
+
+    def __init__(self, clips: list[tuple[float, str | os.PathLike]], duration_s: float, sample_rate: int = 24000):
+        files = [AudioFile(path, mono=True) for _, path in clips]
+        rates = {f.sample_rate for f in files}
+        if len(rates) > 1:
+            raise ValueError(f"clips at several sample rates: {sorted(rates)}")
+        self.sample_rate = rates.pop() if rates else int(sample_rate)
+        self.frames = int(round(duration_s * self.sample_rate))
+        self.clips = [(max(0, int(round(start * self.sample_rate))), f) for (start, _), f in zip(clips, files)]
+        self.longest = max((len(f) for _, f in self.clips), default=0)
+
+    def __len__(self) -> int:
+        return self.frames
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.frames,)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("PlacedTrack supports contiguous [a:b] slices only")
+        start, stop, _ = key.indices(self.frames)
+        stop = max(start, stop)
+        out = np.zeros(stop - start, np.float32)
+        for i, clip in self.clips:
+            if i >= stop or i + self.longest <= start:
+                continue
+            a, b = max(start, i), min(stop, i + len(clip), self.frames)
+            if b > a:
+                out[a - start:b - start] += clip[a - i:b - i]
+        return out
+
+
+def write_audio_blocks(dest: str | os.PathLike, source, sample_rate: int, subtype: str,
+                       block: int = 1 << 20) -> None:
+    """``write_audio`` of an array or a view (AudioFile, PlacedTrack) ``block`` frames at a time: the
+    same file, without the whole float32 track in memory; atomic like ``write_audio``."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.part")
+    channels = 1 if source.ndim == 1 else source.shape[1]
+    with sf.SoundFile(str(tmp), "w", int(sample_rate), channels, subtype=subtype, format="WAV") as out:
+        for a in range(0, len(source), block):
+            out.write(np.asarray(source[a:a + block], np.float32))
+    os.replace(tmp, dest)
+
+
+def copy_audio(src: str | os.PathLike, dest: str | os.PathLike, subtype: str, block: int = 1 << 20) -> None:
+    """Re-encode a WAV ``block`` frames at a time (the samples ``write_audio`` would write from the
+    whole float32 track)."""
+    source = AudioFile(src)
+    write_audio_blocks(dest, source, source.sample_rate, subtype, block)
+
+
+def integrated_loudness(samples, sample_rate: int, block: int = 1 << 20) -> float:
+    """BS.1770-4 integrated loudness exactly as ``pyloudnorm.Meter.integrated_loudness`` (K-weighting,
+    400 ms blocks every 100 ms, -70 LUFS and -10 LU gates), computed ``block`` samples at a time:
+    the filter state carries across blocks and each gating block's energy comes from running sums
+    at the block edges, so only one block is ever in float64 (pyloudnorm copies the whole track).
+    ``samples``: an array (n,) / (n, ch) or an :class:`AudioFile`."""
     meter = pyloudnorm.Meter(sample_rate)
-    return float(meter.integrated_loudness(np.asarray(samples, np.float64)))
+    n = len(samples)
+    t_g, step = meter.block_size, 1.0 - meter.overlap
+    if n / sample_rate <= t_g:      # pyloudnorm's own error for too-short input
+        return float(meter.integrated_loudness(np.asarray(samples[0:n], np.float64)))
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    # the gating-block edges, computed with pyloudnorm's float expressions so they fall on the same samples
+    num_blocks = int(np.round((n / sample_rate - t_g) / (t_g * step))) + 1
+    j = np.arange(num_blocks)
+    lo = np.minimum(n, (t_g * (j * step) * sample_rate).astype(np.int64))
+    hi = np.minimum(n, (t_g * (j * step + 1) * sample_rate).astype(np.int64))
+    edges = np.unique(np.concatenate([lo, hi]))
+    cum = np.zeros((len(edges), channels))          # sum of filtered squares before each edge
+    stages = [(f.b, f.a, f.passband_gain) for f in meter._filters.values()]
+    state = [[np.zeros(2) for _ in range(channels)] for _ in stages]
+    running = np.zeros(channels)
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        x = np.array(samples[a:b], np.float64).reshape(b - a, channels)     # a copy: filtered in place
+        for k, (fb, fa, gain) in enumerate(stages):
+            for c in range(channels):
+                y, state[k][c] = lfilter(fb, fa, x[:, c], zi=state[k][c])
+                x[:, c] = gain * y
+        cs = np.cumsum(np.square(x), axis=0)
+        inside = (edges > a) & (edges <= b)
+        cum[inside] = running + cs[edges[inside] - a - 1]
+        running = running + cs[-1]
+    z = (cum[np.searchsorted(edges, hi)] - cum[np.searchsorted(edges, lo)]).T / (t_g * sample_rate)
+    weights = np.array([1.0, 1.0, 1.0, 1.41, 1.41][:channels])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_lufs = -0.691 + 10.0 * np.log10(weights @ z)
+        gated = block_lufs >= -70.0
+        # no block above -70 LUFS: pyloudnorm's relative gate is NaN, which then gates every block out
+        rel = -0.691 + 10.0 * np.log10(weights @ z[:, gated].mean(axis=1)) - 10.0 if gated.any() else np.nan
+        gated = (block_lufs > rel) & (block_lufs > -70.0)
+        mean = np.nan_to_num(z[:, gated].mean(axis=1)) if gated.any() else np.zeros(channels)
+        return float(-0.691 + 10.0 * np.log10(weights @ mean))
 
 
-def true_peak_db(samples: np.ndarray, oversample: int = 4, block: int = 1 << 20) -> float:
+def true_peak_db(samples, oversample: int = 4, block: int = 1 << 20) -> float:
     """True peak estimate (BS.1770: 4x oversampled peak), in dBTP.
 
     Oversampled a block at a time, each with a margin of input on both sides longer than the
     interpolation filter, so the result equals oversampling the whole track at once while memory
     stays that of one block (a whole hour at 4x in float64 would be 5.5 GB per channel)."""
     from scipy.signal import resample_poly
-    x = np.asarray(samples)
-    x = x if x.ndim == 2 else x[:, None]
+    x = samples if isinstance(samples, (AudioFile, PlacedTrack)) else np.asarray(samples)
     n, margin = len(x), 64          # resample_poly's filter spans 10 input samples each side
     peak = 0.0
-    for c in range(x.shape[1]):
-        for start in range(0, n, block):
-            lo, hi = max(0, start - margin), min(n, start + block + margin)
-            y = resample_poly(np.asarray(x[lo:hi, c], np.float64), oversample, 1)
+    for start in range(0, n, block):
+        lo, hi = max(0, start - margin), min(n, start + block + margin)
+        seg = np.asarray(x[lo:hi])
+        seg = seg if seg.ndim == 2 else seg[:, None]
+        for c in range(seg.shape[1]):
+            y = resample_poly(np.asarray(seg[:, c], np.float64), oversample, 1)
             inner = y[(start - lo) * oversample:(min(n, start + block) - lo) * oversample]
             peak = max(peak, float(np.max(np.abs(inner))))
     return 20 * np.log10(max(peak, 1e-12))
 
 
-def loudness_over_time(samples: np.ndarray, sample_rate: int, window_s: float = 3.0,
-                       hop_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def loudness_over_time(samples, sample_rate: int, window_s: float = 3.0,
+                       hop_s: float = 1.0, group: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Loudness of each ``window_s`` window (BS.1770 via pyloudnorm, 3 s like EBU short-term) every ``hop_s``.
 
-    Returns (window centre times in s, LUFS); a silent window is -inf.
+    Returns (window centre times in s, LUFS); a silent window is -inf. ``samples``: an array or an
+    :class:`AudioFile` (read ``group`` windows at a time).
     """
     import warnings
-    x = np.asarray(samples, np.float64)
+    x = samples if isinstance(samples, (AudioFile, PlacedTrack)) else np.asarray(samples)
+    n = len(x)
     win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
     meter = pyloudnorm.Meter(sample_rate)
+    starts = range(0, max(1, n - win + 1), hop)
     times, values = [], []
     with warnings.catch_warnings(), np.errstate(divide="ignore"):
         warnings.simplefilter("ignore")   # pyloudnorm warns on clipping-free silent windows
-        for i in range(0, max(1, len(x) - win + 1), hop):
-            seg = x[i:i + win]
-            values.append(float(meter.integrated_loudness(seg)))
-            times.append((i + len(seg) / 2) / sample_rate)
+        # windows read `group` at a time (one span in float64), each measured exactly as before
+        for g in range(0, len(starts), group):
+            first, last = starts[g], starts[min(len(starts), g + group) - 1]
+            span = np.asarray(x[first:min(n, last + win)], np.float64)
+            for i in starts[g:g + group]:
+                seg = span[i - first:i - first + win]
+                values.append(float(meter.integrated_loudness(seg)))
+                times.append((i + len(seg) / 2) / sample_rate)
     return np.asarray(times), np.asarray(values)
 
 
@@ -132,7 +272,8 @@ def leakage_frame_sums(final_mix: np.ndarray, mix_rate: int, original_voice: np.
     resampled to the mix rate; ``block_frames`` frames at a time."""
     frames = len(final_mix) // n
     sums = np.zeros((5, frames))
-    refs = [(np.asarray(sig), int(rate)) for sig, rate in ((original_voice, voice_rate), (dub, dub_rate))]
+    refs = [(sig if isinstance(sig, (AudioFile, PlacedTrack)) else np.asarray(sig), int(rate))
+            for sig, rate in ((original_voice, voice_rate), (dub, dub_rate))]
     for f0 in range(0, frames, block_frames):
         f1 = min(frames, f0 + block_frames)
         a, b = f0 * n, f1 * n
@@ -191,7 +332,7 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
     with tempfile.TemporaryDirectory(prefix="octavia-mix-") as tmp:
         tmp = Path(tmp)
         dub_path = tmp / "dub.wav"
-        write_audio(dub_path, dub, dub_rate)
+        write_audio_blocks(dub_path, dub, dub_rate, "PCM_16")   # dub: an array or a PlacedTrack
         ducked = tmp / "ducked.wav"
         n = int(round(duration_s * s.sample_rate))
         bg = (ffmpeg.input(str(background_path)).audio
@@ -213,8 +354,9 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
         if not math.isfinite(float(measured["input_i"])):
             # A silent mix (silent soundtrack, nothing dubbed) has no loudness to normalise (loudnorm
             # fails on it): silence stays silence.
-            final, sr = read_audio(ducked)
-            write_audio(out_path, final, sr, subtype="PCM_24")
+            final = AudioFile(ducked)
+            copy_audio(ducked, out_path, "PCM_24")
+            sr = final.sample_rate
             return {"integrated_lufs": -70.0, "true_peak_dbtp": -70.0, "samples": len(final), "sample_rate": sr,
                     "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
                     "input_lufs_before_norm": -70.0, "normalization_type": "none: silent mix"}
@@ -229,11 +371,12 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
                  .filter("apad", whole_len=n).filter("atrim", end_sample=n))
         run_ffmpeg(ffmpeg.output(chain, str(normalised), acodec="pcm_f32le", ar=s.sample_rate),
                    "loudness normalisation")
-        final, sr = read_audio(normalised)
-        write_audio(out_path, final, sr, subtype="PCM_24")
-
-    lufs = integrated_loudness(final, sr)
-    tp = true_peak_db(final)
+        # measured and re-encoded from the file, a block at a time: no whole track in memory
+        final = AudioFile(normalised)
+        sr = final.sample_rate
+        copy_audio(normalised, out_path, "PCM_24")
+        lufs = integrated_loudness(final, sr)
+        tp = true_peak_db(final)
     return {"integrated_lufs": round(lufs, 2), "true_peak_dbtp": round(tp, 2), "samples": len(final),
             "sample_rate": sr, "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
             "input_lufs_before_norm": float(measured["input_i"]), "normalization_type": measured.get("normalization_type")}
