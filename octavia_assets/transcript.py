@@ -58,21 +58,11 @@ CHUNK_LANGUAGE_MIN_PROBABILITY = 0.8
 
 def transcribe_by_language(transcriber, src, chunk_list: list[Chunk], language: str) -> list[ChunkTranscript]:
     """Each chunk transcribed in its own language (see CHUNK_LANGUAGE_MIN_PROBABILITY), in chunk order."""
-    found = transcriber.chunk_languages(src, chunk_list, language)
-    groups: dict[str, list[Chunk]] = {}
-    for c, (lang, p) in zip(chunk_list, found):
-        own = lang if lang != language and p >= CHUNK_LANGUAGE_MIN_PROBABILITY else language
-        groups.setdefault(own, []).append(c)
-    results = []
-    for lang, group in groups.items():
-        results += transcriber.transcribe(src, group, language=lang)
-    for r in results:
-        r.language = r.language or language
-    return sorted(results, key=lambda r: r.chunk)
+    return transcriber.transcribe_in_languages(src, chunk_list, language, CHUNK_LANGUAGE_MIN_PROBABILITY)
 
 
 @dg.asset(partitions_def=videos, group_name="listen", kinds={"whisper"}, deps=[chunks, speaker_map],
-          code_version=engine_version("asr") + "+chunk-language-v1", automation_condition=DOWNSTREAM, pool="gpu")
+          code_version=engine_version("asr") + "+chunk-language-v2", automation_condition=DOWNSTREAM, pool="gpu")
 def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: AsrEngine) -> dg.MaterializeResult:
     """Transcribed lines: text, word timestamps, speaker and language."""
     started = time.perf_counter()

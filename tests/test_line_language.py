@@ -60,3 +60,26 @@ def test_whisper_identifies_the_spanish_chunk_of_the_composite():
     assert en == "en" and es == "es" and p_es >= CHUNK_LANGUAGE_MIN_PROBABILITY
     assert short_en[0] == "en"
     assert too_short == ("en", 1.0)                                      # 1 s: too little to tell
+
+
+def test_language_id_and_decoding_share_one_encoder_pass(monkeypatch):
+    pytest.importorskip("faster_whisper")
+    dialogue = SHARED_MEDIA / "composites" / "dev" / "dialogue.wav"
+    if not dialogue.is_file():
+        pytest.skip("needs ../shared/media/composites/dev/dialogue.wav")
+    from faster_whisper import WhisperModel
+
+    from octavia_assets.resources.asr import FasterWhisperTranscriber
+    t = FasterWhisperTranscriber(cpu_threads=2)
+    chunks = [Chunk(0, 13.8, 23.39), Chunk(1, 39.34, 46.1), Chunk(2, 40.0, 41.0)]   # en, es, too short to tell
+    encoded = []
+    real_encode = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode", lambda self, f: encoded.append(1) or real_encode(self, f))
+    fused = t.transcribe_in_languages(dialogue, chunks, "en", CHUNK_LANGUAGE_MIN_PROBABILITY)
+    assert len(encoded) == 3                      # one pass per chunk, language id included
+    encoded.clear()
+    apart = Transcriber.transcribe_in_languages(t, dialogue, chunks, "en", CHUNK_LANGUAGE_MIN_PROBABILITY)
+    assert len(encoded) == 5                      # language id, then decoding, each encoding again
+    assert [r.language for r in fused] == ["en", "es", "en"]
+    assert [(r.chunk, r.text, r.words, r.language) for r in fused] == \
+        [(r.chunk, r.text, r.words, r.language) for r in apart]

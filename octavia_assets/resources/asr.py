@@ -55,6 +55,22 @@ class Transcriber(ABC):
         give the video's main language for every chunk."""
         return [(main_language, 1.0) for _ in chunks]
 
+    def transcribe_in_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk], main_language: str,
+                                min_probability: float) -> list[ChunkTranscript]:
+        """Each chunk transcribed in its own language when :meth:`chunk_languages` is at least
+        ``min_probability`` sure of it, else in ``main_language``; in chunk order."""
+        found = self.chunk_languages(wav16k_path, chunks, main_language)
+        groups: dict[str, list[Chunk]] = {}
+        for c, (lang, p) in zip(chunks, found):
+            own = lang if lang != main_language and p >= min_probability else main_language
+            groups.setdefault(own, []).append(c)
+        results = []
+        for lang, group in groups.items():
+            results += self.transcribe(wav16k_path, group, language=lang)
+        for r in results:
+            r.language = r.language or main_language
+        return sorted(results, key=lambda r: r.chunk)
+
 
 class ModelUnavailable(RuntimeError):
     """The engine or its weights are not installed; the message names the pip packages."""
@@ -259,8 +275,9 @@ class FasterWhisperTranscriber(Transcriber):
                     path = assemble_whisper_base(self._cache_dir)
                 else:
                     path = _tiny_en_dir()
-                self._model = WhisperModel(str(path), device="cpu", compute_type="int8",
-                                           cpu_threads=self.cpu_threads, local_files_only=True)
+                self._model = _reusing_encoder(WhisperModel)(
+                    str(path), device="cpu", compute_type="int8", cpu_threads=self.cpu_threads,
+                    local_files_only=True)
             return self._model
 
     @property
@@ -291,40 +308,61 @@ class FasterWhisperTranscriber(Transcriber):
                         main_language: str) -> list[tuple[str, float]]:
         """Whisper's language id on each chunk alone (a video may switch language between speakers).
         Chunks shorter than CHUNK_LID_MIN_S keep the main language: too little speech to tell."""
-        import soundfile as sf
-
         if not self.multilingual:
             return super().chunk_languages(wav16k_path, chunks, main_language)
+        return [self._chunk_language(samples, c, main_language)[:2]
+                for samples, _, c, _ in self._padded_chunks(wav16k_path, chunks)]
+
+    def _chunk_language(self, samples: np.ndarray, chunk: Chunk, main_language: str):
+        """(language, probability, primed) of a chunk's padded samples, judged on the same encoder
+        input that decoding them starts with; that encoder output is kept (``primed``) so the
+        decode that follows reuses it instead of running the encoder a second time."""
+        if chunk.duration < self.CHUNK_LID_MIN_S or samples.shape[0] < int(0.1 * SAMPLE_RATE):
+            return main_language, 1.0, None
+        from faster_whisper.audio import pad_or_trim
+        with self._lock:
+            model = self.model
+            features = model.feature_extractor(samples)
+            # exactly the first window faster-whisper's generate_segments encodes (its last frame dropped)
+            window = pad_or_trim(features[:, : min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)])
+            encoded = model.encode(window)
+            (token, prob), *_ = model.model.detect_language(encoded)[0]
+        return token[2:-2], float(prob), (window, encoded)
+
+    def transcribe_in_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk], main_language: str,
+                                min_probability: float) -> list[ChunkTranscript]:
+        """Language id and decoding of each chunk back to back, sharing one encoder pass (Whisper
+        encodes a padded 30-s window however short the chunk: the pass costs as much as the decode)."""
+        if not self.multilingual:
+            return super().transcribe_in_languages(wav16k_path, chunks, main_language, min_probability)
         out = []
+        for samples, i0, c, total in self._padded_chunks(wav16k_path, chunks):
+            lang, p, primed = self._chunk_language(samples, c, main_language)
+            own = lang if lang != main_language and p >= min_probability else main_language
+            r = self._transcribe_span(samples, i0, c, total, own, primed)
+            r.language = r.language or main_language
+            out.append(r)
+        return out
+
+    def _padded_chunks(self, wav16k_path, chunks: list[Chunk]):
+        """(samples, first sample index, chunk, total samples) of each chunk with PAD_S of context,
+        read with a seek per chunk so memory does not grow with the input's length."""
+        import soundfile as sf
+
         with _at_16k(Path(wav16k_path)) as path, sf.SoundFile(str(path)) as f:
             for c in chunks:
-                if c.duration < self.CHUNK_LID_MIN_S:
-                    out.append((main_language, 1.0))
-                    continue
-                i0 = min(f.frames, round(max(0.0, c.start) * SAMPLE_RATE))
-                i1 = min(f.frames, round(c.end * SAMPLE_RATE), i0 + int(self.LID_SECONDS * SAMPLE_RATE))
+                i0, i1 = self._padded_span(c, f.frames)
                 f.seek(i0)
                 samples = np.ascontiguousarray(f.read(i1 - i0, dtype="float32", always_2d=True).mean(axis=1))
-                with self._lock:
-                    lang, prob, _ = self.model.detect_language(audio=samples)
-                out.append((lang, float(prob)))
-        return out
+                yield samples, i0, c, f.frames
 
     # -- transcription -----------------------------------------------------------------------------
     def transcribe(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
                    language: str | None = None) -> list[ChunkTranscript]:
         """Each chunk's samples are read from the file on their own (a seek per chunk), so memory
         does not grow with the input's length; a file that is not 16 kHz is resampled first."""
-        import soundfile as sf
-
-        out = []
-        with _at_16k(Path(wav16k_path)) as path, sf.SoundFile(str(path)) as f:
-            for c in chunks:
-                i0, i1 = self._padded_span(c, f.frames)
-                f.seek(i0)
-                samples = np.ascontiguousarray(f.read(i1 - i0, dtype="float32", always_2d=True).mean(axis=1))
-                out.append(self._transcribe_span(samples, i0, c, f.frames, language))
-        return out
+        return [self._transcribe_span(samples, i0, c, total, language)
+                for samples, i0, c, total in self._padded_chunks(wav16k_path, chunks)]
 
     def _padded_span(self, chunk: Chunk, total_samples: int) -> tuple[int, int]:
         """Sample indices [i0, i1) of a chunk with PAD_S of context each side, within the audio."""
@@ -341,7 +379,7 @@ class FasterWhisperTranscriber(Transcriber):
         return self._transcribe_span(audio[i0:i1], i0, chunk, audio.shape[0], language)
 
     def _transcribe_span(self, samples: np.ndarray, i0: int, chunk: Chunk, total_samples: int,
-                         language: str | None) -> ChunkTranscript:
+                         language: str | None, primed=None) -> ChunkTranscript:
         """Decode ``samples``, which start at sample ``i0`` of a file of ``total_samples``."""
         if not self.multilingual:
             if language not in (None, "en"):
@@ -358,11 +396,15 @@ class FasterWhisperTranscriber(Transcriber):
         window_s = min(samples.shape[0] / SAMPLE_RATE, 30.0)
         max_new = min(self.MAX_TOKENS, int(self.TOKENS_BASE + self.TOKENS_PER_S * window_s))
         with self._lock:
-            segments, info = self.model.transcribe(
-                samples, language=language, task="transcribe", beam_size=self.BEAM_SIZE,
-                word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                max_new_tokens=max_new)
-            segments = list(segments)      # the generator decodes lazily: consume under the lock
+            self.model.primed = primed      # (window, encoder output) from _chunk_language, or None
+            try:
+                segments, info = self.model.transcribe(
+                    samples, language=language, task="transcribe", beam_size=self.BEAM_SIZE,
+                    word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                    max_new_tokens=max_new)
+                segments = list(segments)      # the generator decodes lazily: consume under the lock
+            finally:
+                self.model.primed = None
         words: list[Word] = []
         for seg in segments:
             for w in seg.words or []:
@@ -378,6 +420,21 @@ class FasterWhisperTranscriber(Transcriber):
         text = " ".join("".join(seg.text for seg in segments).split())   # Whisper's own spacing
         return ChunkTranscript(chunk=chunk.index, text=text, words=words,
                                language=language or info.language)
+
+
+def _reusing_encoder(whisper_model_class):
+    """WhisperModel whose ``encode`` returns the ``primed`` (window, output) pair's output when asked
+    to encode that very window again (bit-equal input: the same output, one encoder pass saved)."""
+    class ReusingEncoder(whisper_model_class):
+        primed = None
+
+        def encode(self, features):
+            if self.primed is not None:
+                window, encoded = self.primed
+                if features.shape == window.shape and np.array_equal(features, window):
+                    return encoded
+            return super().encode(features)
+    return ReusingEncoder
 
 
 @contextmanager
