@@ -14,8 +14,6 @@ import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -349,7 +347,7 @@ class FasterWhisperTranscriber(Transcriber):
         read with a seek per chunk so memory does not grow with the input's length."""
         import soundfile as sf
 
-        with _at_16k(Path(wav16k_path)) as path, sf.SoundFile(str(path)) as f:
+        with media.at_rate(Path(wav16k_path), SAMPLE_RATE) as path, sf.SoundFile(str(path)) as f:
             for c in chunks:
                 i0, i1 = self._padded_span(c, f.frames)
                 f.seek(i0)
@@ -435,20 +433,3 @@ def _reusing_encoder(whisper_model_class):
                     return encoded
             return super().encode(features)
     return ReusingEncoder
-
-
-@contextmanager
-def _at_16k(path: Path) -> Iterator[Path]:
-    """``path`` itself when libsndfile reads it at 16 kHz, else a resampled mono copy (a temp file)."""
-    import soundfile as sf
-    try:
-        ready = sf.info(str(path)).samplerate == SAMPLE_RATE
-    except RuntimeError:
-        ready = False
-    if ready:
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="octavia-asr-") as tmp:
-        converted = Path(tmp) / "audio_16k_mono.wav"
-        media.resample(path, converted, SAMPLE_RATE, 1)
-        yield converted

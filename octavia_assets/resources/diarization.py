@@ -12,11 +12,9 @@ and a small frame-based :func:`der` with :func:`read_rttm` for evaluation.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.resources
 import os
-import tempfile
 import threading
 import wave
 from abc import ABC, abstractmethod
@@ -233,24 +231,10 @@ def _is_senko_ready_wav(path: Path) -> bool:
         return False
 
 
-@contextlib.contextmanager
 def _as_16k_wav(path: Path, strict_pcm16_mono: bool = False):
-    """Yield ``path`` if it is already 16 kHz (and, if strict, mono PCM16 WAV), else a temporary
-    16 kHz mono PCM16 conversion made with ffmpeg (removed afterwards)."""
-    if strict_pcm16_mono:
-        ready = _is_senko_ready_wav(path)
-    else:
-        try:
-            ready = sf.info(str(path)).samplerate == SAMPLE_RATE
-        except RuntimeError:
-            ready = False
-    if ready:
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="octavia-16k-") as tmp:
-        converted = Path(tmp) / "audio16k.wav"
-        media.resample(path, converted, SAMPLE_RATE, 1)
-        yield converted
+    """``path`` if it is already 16 kHz (and, if strict, mono PCM16 WAV), else a temporary 16 kHz
+    mono conversion (a context manager)."""
+    return media.at_rate(path, SAMPLE_RATE, ready=_is_senko_ready_wav(path) if strict_pcm16_mono else None)
 
 
 def _read_mono(path: Path, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:

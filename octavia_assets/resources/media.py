@@ -4,6 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -121,6 +124,24 @@ def resample(src: str | os.PathLike, dest: str | os.PathLike, sample_rate: int, 
     run_ffmpeg(ffmpeg.output(ffmpeg.input(str(src)).audio, str(dest), acodec="pcm_s16le", ac=channels,
                              ar=sample_rate), f"resampling {Path(src).name}")
 
+
+
+@contextmanager
+def at_rate(path: Path, sample_rate: int, ready: bool | None = None) -> Iterator[Path]:
+    """``path`` itself when libsndfile reads it at ``sample_rate`` (or ``ready`` says it is fit),
+    else a temporary mono copy at that rate, removed afterwards."""
+    if ready is None:
+        try:
+            ready = sf.info(str(path)).samplerate == sample_rate
+        except RuntimeError:
+            ready = False
+    if ready:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="octavia-resampled-") as tmp:
+        converted = Path(tmp) / f"audio_{sample_rate // 1000}k_mono.wav"
+        resample(path, converted, sample_rate, 1)
+        yield converted
 
 def read_audio(path: str | os.PathLike, mono: bool = False) -> tuple[np.ndarray, int]:
     """float32 samples, shape (n,) when mono else (n, channels)."""
