@@ -256,8 +256,8 @@ def test_windowed_dev_dialogue_four_speakers(wav16k, windowed):
 
 @needs_engine
 @pytest.mark.parametrize("seconds", [0.005, 0.3, 1.2])
-def test_windowed_silence_and_short_audio(tmp_path, windowed, seconds):
-    wav, sr = media.read_audio(SPEECH / "en_jfk_inaugural_1961.wav", mono=True)
+def test_windowed_silence_and_short_audio(tmp_path, media_dir, windowed, seconds):
+    wav, sr = media.read_audio(media_dir / "speech" / "en_jfk_inaugural_1961.wav", mono=True)
     path = tmp_path / "short.wav"
     sf.write(str(path), wav[int(1.0 * sr):int((1.0 + seconds) * sr)], sr, subtype="PCM_16")
     turns = windowed.diarize(path)
