@@ -49,6 +49,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from tests.servers import fresh_postgres_database, postgres_unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "sensor_scale.json"
 TARGET_S = 60.0
@@ -100,39 +102,6 @@ def s3_server():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _pg_params() -> dict:
-    return {"host": os.environ.get("OCTAVIA_TEST_PG_HOST", "127.0.0.1"),
-            "port": int(os.environ.get("OCTAVIA_TEST_PG_PORT", "5432")),
-            "user": os.environ.get("OCTAVIA_TEST_PG_USER", "postgres"),
-            "password": os.environ.get("OCTAVIA_TEST_PG_PASSWORD", "")}
-
-
-def postgres_unavailable() -> str | None:
-    try:
-        import psycopg2
-        psycopg2.connect(dbname=os.environ.get("OCTAVIA_TEST_PG_DB", "test"), connect_timeout=3, **_pg_params()).close()
-    except Exception as e:  # noqa: BLE001 - any reason is a reason to skip, printed
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    return None
-
-
-@contextlib.contextmanager
-def postgres_database():
-    import psycopg2
-    params = _pg_params()
-    admin = psycopg2.connect(dbname=os.environ.get("OCTAVIA_TEST_PG_DB", "test"), connect_timeout=3, **params)
-    admin.autocommit = True
-    name = f"octavia_bench_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {**params, "db_name": name}
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def write_instance_yaml(home: Path, pg: dict | None, submit_workers: int) -> None:
@@ -192,7 +161,7 @@ def run_scenario(mode: str, store_kind: str, instance_kind: str, n: int, endpoin
             store.client.create_bucket(Bucket=bucket)
             put_s3(store, keys)
         put_s = time.perf_counter() - started
-        pg = stack.enter_context(postgres_database()) if instance_kind == "postgres" else None
+        pg = stack.enter_context(fresh_postgres_database("octavia_bench")) if instance_kind == "postgres" else None
         write_instance_yaml(home, pg, submit_workers if mode == "daemon" else 0)
         instance = stack.enter_context(dg.DagsterInstance.get())
         rss_before = _rss_mib()

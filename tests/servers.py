@@ -6,6 +6,7 @@ tests/conftest.py imports the fixtures, so every test module can use them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -68,21 +69,32 @@ def s3_store(s3_env):
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
 
-@pytest.fixture
-def postgres_db():
-    """A fresh, empty database on the PostgreSQL server of this machine, dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2", reason="needs psycopg2 (installed with dagster-postgres)")
-    params = {"host": os.environ.get("OCTAVIA_TEST_PG_HOST", PG_HOST),
-              "port": int(os.environ.get("OCTAVIA_TEST_PG_PORT", PG_PORT)),
-              "user": os.environ.get("OCTAVIA_TEST_PG_USER", PG_USER),
-              "password": os.environ.get("OCTAVIA_TEST_PG_PASSWORD", "")}
+def pg_params() -> dict:
+    """Where the machine's PostgreSQL server is (OCTAVIA_TEST_PG_* override it)."""
+    return {"host": os.environ.get("OCTAVIA_TEST_PG_HOST", PG_HOST),
+            "port": int(os.environ.get("OCTAVIA_TEST_PG_PORT", PG_PORT)),
+            "user": os.environ.get("OCTAVIA_TEST_PG_USER", PG_USER),
+            "password": os.environ.get("OCTAVIA_TEST_PG_PASSWORD", "")}
+
+
+def postgres_unavailable() -> str | None:
+    """None when the server answers, else why not (one line)."""
     try:
-        admin = psycopg2.connect(dbname=os.environ.get("OCTAVIA_TEST_PG_DB", "test"), connect_timeout=3, **params)
-    except psycopg2.OperationalError as e:
-        pytest.skip(f"needs a PostgreSQL server at {params['host']}:{params['port']} "
-                    f"(user {params['user']}): {str(e).strip().splitlines()[0]}")
+        import psycopg2
+        psycopg2.connect(dbname=os.environ.get("OCTAVIA_TEST_PG_DB", "test"), connect_timeout=3, **pg_params()).close()
+    except Exception as e:  # noqa: BLE001 - any reason is a reason to skip, printed
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return None
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str = "octavia_test"):
+    """A fresh, empty database on that server (connection parameters + db_name), dropped afterwards."""
+    import psycopg2
+    params = pg_params()
+    admin = psycopg2.connect(dbname=os.environ.get("OCTAVIA_TEST_PG_DB", "test"), connect_timeout=3, **params)
     admin.autocommit = True
-    name = f"octavia_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -91,6 +103,17 @@ def postgres_db():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh, empty database on the PostgreSQL server of this machine, dropped afterwards."""
+    pytest.importorskip("psycopg2", reason="needs psycopg2 (installed with dagster-postgres)")
+    if why := postgres_unavailable():
+        params = pg_params()
+        pytest.skip(f"needs a PostgreSQL server at {params['host']}:{params['port']} (user {params['user']}): {why}")
+    with fresh_postgres_database() as db:
+        yield db
 
 
 class CuttableProxy:
