@@ -38,7 +38,6 @@ import logging
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tests.servers import fresh_postgres_database, postgres_unavailable
+from tests.servers import fresh_postgres_database, moto_s3_server, postgres_unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "sensor_scale.json"
@@ -74,34 +73,6 @@ def upload_keys(n: int) -> list[str]:
     t0 = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
     return [f"uploads/{(t0 + dt.timedelta(seconds=i)).strftime('%Y%m%dT%H%M%SZ')}-{'pro' if i % 5 == 0 else 'free'}"
             f"-{i:08x}/clip{i}.mp4" for i in range(n)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def s3_server():
-    """moto's standalone S3 server in its own process (as tests/servers.py)."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the S3 server (moto.server) did not start on port {port}") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def write_instance_yaml(home: Path, pg: dict | None, submit_workers: int) -> None:
@@ -339,7 +310,7 @@ def main() -> int:
     rows = []
     pg_reason = postgres_unavailable() if "postgres" in args.instances else None
     with contextlib.ExitStack() as stack:
-        endpoint = stack.enter_context(s3_server()) if "s3" in args.stores else None
+        endpoint = stack.enter_context(moto_s3_server()) if "s3" in args.stores else None
         for mode in args.modes:
             n = args.n if mode == "sensor" else args.daemon_n
             for store in args.stores:
