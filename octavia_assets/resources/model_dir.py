@@ -72,11 +72,13 @@ def _demucs(name: str, sigs: list[str], bag: str, default: bool = False) -> Mode
                      note="Demucs v4 (Meta); checkpoints from dl.fbaipublicfiles.com")
 
 
-def _wav2vec2(repo: str, licence: str, default: bool = False) -> ModelSpec:
+def _wav2vec2(repo: str, licence: str, weights: str = "pytorch_model.bin", default: bool = False) -> ModelSpec:
+    """``weights``: the one weights file to fetch (some repos hold both formats; the jonatasgrosman ones
+    also hold a language_model/ folder the aligner never reads)."""
     return ModelSpec(repo=repo, stage="asr", licence=licence, default=default,
                      files=("config.json", "preprocessor_config.json", "vocab.json",
                             "model.safetensors|pytorch_model.bin"),
-                     allow_patterns=("*.json", "*.safetensors", "pytorch_model.bin", "*.txt"),
+                     allow_patterns=("*.json", weights),
                      note="word alignment (WhisperX)")
 
 
@@ -114,10 +116,10 @@ MODELS: dict[str, ModelSpec] = {
     "whisper-large-v3-turbo": ModelSpec(
         default=True,
         repo="mobiuslabsgmbh/faster-whisper-large-v3-turbo", stage="asr", licence="MIT",
-        files=("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"),
-        allow_patterns=("model.bin", "*.json", "vocabulary.*"),
+        files=("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json", "vocabulary.json"),
+        allow_patterns=("model.bin", "*.json", "vocabulary.*"),   # faster_whisper.utils.download_model's set
         note="CTranslate2 conversion of openai/whisper-large-v3-turbo (faster-whisper / WhisperX)"),
-    "wav2vec2-en": _wav2vec2("facebook/wav2vec2-base-960h", "Apache-2.0", default=True),
+    "wav2vec2-en": _wav2vec2("facebook/wav2vec2-base-960h", "Apache-2.0", "model.safetensors", default=True),
     "wav2vec2-pt": _wav2vec2("jonatasgrosman/wav2vec2-large-xlsr-53-portuguese", "Apache-2.0"),
     "wav2vec2-es": _wav2vec2("jonatasgrosman/wav2vec2-large-xlsr-53-spanish", "Apache-2.0"),
     "wav2vec2-fr": _wav2vec2("jonatasgrosman/wav2vec2-large-xlsr-53-french", "Apache-2.0"),
@@ -127,8 +129,8 @@ MODELS: dict[str, ModelSpec] = {
         default=True,
         repo="coqui/XTTS-v2", stage="tts", licence="Coqui Public Model Licence 1.0 (non-commercial)",
         files=("config.json", "model.pth", "vocab.json", "speakers_xtts.pth"),
-        allow_patterns=("config.json", "model.pth", "vocab.json", "speakers_xtts.pth", "dvae.pth",
-                        "mel_stats.pth", "hash.md5"),
+        # what coqui-tts itself fetches for inference; dvae.pth / mel_stats.pth are for fine-tuning only
+        allow_patterns=("config.json", "model.pth", "vocab.json", "speakers_xtts.pth", "hash.md5"),
         note="CPML: outputs may not be used commercially"),
 }
 

@@ -4,7 +4,8 @@
 Weights come from the local model directory only::
 
     $OCTAVIA_MODEL_DIR/
-      whisper-large-v3-turbo/   model.bin, config.json, tokenizer.json, preprocessor_config.json (CT2)
+      whisper-large-v3-turbo/   model.bin, config.json, tokenizer.json, preprocessor_config.json,
+                                vocabulary.json (CT2)
       wav2vec2-<lang>/          one alignment model per source language (Hugging Face layout)
       nltk_data/tokenizers/punkt_tab/   the sentence splitter WhisperX's aligner loads
                                 (python -m nltk.downloader -d $OCTAVIA_MODEL_DIR/nltk_data punkt_tab)
@@ -35,7 +36,8 @@ ENGINE = "whisperx-large-v3-turbo"
 WHISPERX_PIN = "whisperx==3.8.6"
 WHISPER_ID = "whisper-large-v3-turbo"
 ALIGN_PREFIX = "wav2vec2-"
-WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
+WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json",
+                 "vocabulary.json")          # CTranslate2 needs the vocabulary file beside model.bin
 MAX_WINDOW_S = 30.0       # Whisper's input window
 
 
