@@ -29,7 +29,7 @@ MAX_LEAD_S = 0.8
 MAX_TAIL_S = 1.2
 TAIL_ESTIMATE_MARGIN = 1.15
 # Version of the fitting procedure: part of every line's cache key.
-FIT_VERSION = "fit-v3"
+FIT_VERSION = "fit-v4"
 
 
 def line_slots(lines: list[dict], duration_s: float) -> list[float]:
