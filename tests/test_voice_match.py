@@ -226,3 +226,27 @@ def test_a_users_deep_sample_gets_a_male_voice_even_if_it_sounds_nearer_a_female
     chosen = match_voices({"me": {"embedding": [0.2, 0.0, 1.0], "f0_hz": 110.0, "speech_s": 9.0}}, Tones(), EMB,
                           fixed=("me",))
     assert chosen["me"].voice in ("low", "mid") and "user's own sample" in chosen["me"].reason
+
+
+def test_joint_choice_puts_each_speakers_own_dub_closest_where_greedy_does_not():
+    from octavia_assets.resources.voice_match import joint_assignment
+    # cos[c, r, j]: original speaker c vs speaker r dubbed with voice j (no pitch effect here)
+    heard = np.array([[0.60, 0.50, 0.10],      # speaker 0 to voices a, b, c
+                      [0.55, 0.20, 0.45]])     # speaker 1
+    cos = np.repeat(heard[:, None, :], 2, axis=1)
+    score = np.array([heard[0], heard[1]])
+    # greedy (most speech first): speaker 0 takes "a" (0.60), speaker 1 is left "c" (0.45), yet
+    # speaker 1 hears speaker 0's dub (a: 0.55) as closer than their own: 1 of 2 columns
+    greedy = (0, 2)
+
+    def own(p):
+        return sum(cos[c, c, p[c]] > cos[c, 1 - c, p[1 - c]] for c in range(2))
+    assert own(greedy) == 1
+    joint = joint_assignment(cos, score)
+    assert own(joint) == 2 and joint == (1, 2)
+    # a clear gender mismatch and a pinned voice (user sample) still come first
+    assert joint_assignment(cos, score, mismatch=np.array([[0, 1, 0], [0, 0, 0]], bool))[0] != 1
+    assert joint_assignment(cos, score, allowed=np.array([[1, 0, 0], [0, 1, 1]], bool))[0] == 0
+    # above the exhaustive limit: the Hungarian method on the own scores (distinct voices)
+    hungarian = joint_assignment(cos, score, max_assignments=1)
+    assert len(set(hungarian)) == 2 and score[0, hungarian[0]] + score[1, hungarian[1]] == pytest.approx(1.05)

@@ -5,9 +5,11 @@ few synthesized sentences, at a small grid of pitch shifts; the embeddings are c
 by the engine's and the embedder's versions, so they are computed once per model (:func:`voice_embeddings`).
 
 :func:`match_voices` then gives each speaker a distinct voice, with its pitch moved toward the
-speaker's (clamped to +/-3 semitones as in :func:`.tts.choose_voices`), choosing the assignment in
-which the most speakers have their own dubbed voice closer to them than any other speaker's dubbed
-voice is (the dub's speaker-similarity target), then the highest CAM++ similarity. Gender comes
+speaker's (clamped to +/-3 semitones as in :func:`.tts.choose_voices`, on a 0.25 st grid, and embedded
+exactly at that shift), choosing all speakers' voices jointly (:func:`joint_assignment`): the
+assignment in which the most speakers have their own dubbed voice closer to them than any other
+speaker's dubbed voice is (the dub's speaker-similarity target), then the widest worst margin, then
+the highest CAM++ similarity. Gender comes
 first where the speaker's F0 leaves no doubt (far from the split: a deep or a high voice gets a voice
 of that gender); near the split, where F0-based guesses fail (shouted or reverberant speech), it only
 adds a small bonus. Next, no two speakers get dubbed voices CAM++ cannot tell apart (TOO_ALIKE_COS). Speakers without an embedding, and speakers beyond the
@@ -44,10 +46,14 @@ GENDER_BONUS = 0.03
 # Two dubbed voices (voice + pitch shift) at least this alike to CAM++ are heard as one (the same
 # Kokoro voice across sentences scores 0.88-0.94): assignments avoid such pairs first of all.
 TOO_ALIKE_COS = 0.85
-# Exhaustive search over assignments up to this many speakers (8 voices: 20160 assignments at 5).
-MAX_EXHAUSTIVE_SPEAKERS = 5
+# Exhaustive (vectorized) search while there are at most this many assignments (8 voices: 20160 at
+# 5 or 6 speakers, 40320 at 7 or 8); beyond, the Hungarian method on each speaker's own score.
+MAX_ASSIGNMENTS = 200_000
+# Pitch shifts are chosen on this grid (inaudible steps) so that each voice is embedded exactly at the
+# shift it will be heard with, and the embeddings of a shift are reused across speakers and videos.
+SHIFT_STEP = 0.25
 EMBED_VERSION = "voice-embed-v1"          # how voices are embedded (part of the cache key)
-CHOOSER_VERSION = "campp-match-v4"        # how voices are chosen (the voices stage's version)
+CHOOSER_VERSION = "campp-match-v5"        # how voices are chosen (the voices stage's version)
 
 
 def _unit(v) -> np.ndarray:
@@ -72,34 +78,72 @@ def _cache_path(synth, embedder, voices: list[str]) -> Path:
     return model_cache_dir("voice-embeddings") / f"{synth.name}-{digest}.json"
 
 
-def voice_embeddings(synth, embedder, voices: list[str] | None = None) -> dict[str, dict[float, np.ndarray]]:
+def _load_cache(path: Path) -> dict[str, dict[float, np.ndarray]] | None:
+    try:
+        doc = json.loads(path.read_text())
+        return {v: {float(k): np.asarray(e) for k, e in by.items()} for v, by in doc.items()}
+    except (ValueError, OSError):
+        return None                  # missing or damaged: recomputed
+
+
+def _save_cache(path: Path, out: dict[str, dict[float, np.ndarray]]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps({v: {str(k): np.asarray(e).round(6).tolist() for k, e in by.items()} for v, by in out.items()}))
+    os.replace(tmp, path)
+
+
+def _voice_audio(synth, voice: str) -> np.ndarray:
+    from .timing import trim_silence
+    langs = [lang for lang in EMBED_TEXT if synth.supports_language(lang)] or ["en"]
+    gap = np.zeros(int(0.2 * synth.sample_rate), np.float32)
+    parts = []
+    for lang in langs:
+        parts += [trim_silence(synth.synthesize(EMBED_TEXT.get(lang, EMBED_TEXT["en"]), voice, lang, 1.0),
+                               synth.sample_rate), gap]
+    return np.concatenate(parts)
+
+
+def _embed_shifted(synth, embedder, audio: np.ndarray, shift: float) -> np.ndarray:
+    from .timing import pitch_shift
+    shifted = pitch_shift(audio, synth.sample_rate, shift) if shift else audio
+    return _unit(embedder.embed(_to_16k(shifted, synth.sample_rate)))
+
+
+def voice_embeddings(synth, embedder, voices: list[str] | None = None,
+                     shifts: dict[str, set[float]] | None = None) -> dict[str, dict[float, np.ndarray]]:
     """{voice: {pitch shift: unit CAM++ embedding}} of the engine's voices, from the disk cache when
-    it holds them (keyed by engine version, embedder version, voices, sentences and pitch grid)."""
-    from .timing import pitch_shift, trim_silence
+    it holds them (keyed by engine version, embedder version, voices, sentences and pitch grid).
+
+    ``shifts``: {voice: further shifts} to embed exactly (the pitch-moved voice as it will be heard,
+    rather than interpolated between grid points: interpolation misjudged a dubbed voice by up to
+    0.1 cosine); computed from the voice's cached sentences and added to the cache."""
     voices = list(voices if voices is not None else [v.id for v in synth.voices()])
     path = _cache_path(synth, embedder, voices)
-    if path.exists():
+    audio_path = path.with_suffix(".npz")
+    out = _load_cache(path) if path.exists() else None
+    missing = {v: {float(x) for x in (shifts or {}).get(v, ())} - set(out[v]) for v in voices} if out else {}
+    if out is not None and not any(missing.values()):
+        return out
+    audio: dict[str, np.ndarray] = {}
+    if audio_path.exists():
         try:
-            doc = json.loads(path.read_text())
-            return {v: {float(k): np.asarray(e) for k, e in by.items()} for v, by in doc.items()}
+            with np.load(audio_path) as z:
+                audio = {v: z[f"v{i}"].astype(np.float32) for i, v in enumerate(voices) if f"v{i}" in z.files}
         except (ValueError, OSError):
-            pass                     # a damaged cache file is recomputed
-    langs = [lang for lang in EMBED_TEXT if synth.supports_language(lang)] or ["en"]
-    out: dict[str, dict[float, np.ndarray]] = {}
-    for voice in voices:
-        gap = np.zeros(int(0.2 * synth.sample_rate), np.float32)
-        parts = []
-        for lang in langs:
-            parts += [trim_silence(synth.synthesize(EMBED_TEXT.get(lang, EMBED_TEXT["en"]), voice, lang, 1.0),
-                                   synth.sample_rate), gap]
-        audio = np.concatenate(parts)
-        out[voice] = {}
-        for shift in PITCH_GRID:
-            shifted = pitch_shift(audio, synth.sample_rate, shift) if shift else audio
-            out[voice][shift] = _unit(embedder.embed(_to_16k(shifted, synth.sample_rate)))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps({v: {str(k): e.round(6).tolist() for k, e in by.items()} for v, by in out.items()}))
-    os.replace(tmp, path)
+            audio = {}
+    if len(audio) < len(voices):
+        audio = {v: _voice_audio(synth, v) for v in voices}
+        tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.part")
+        with open(tmp, "wb") as f:       # float16: half the disk, far below CAM++'s sensitivity
+            np.savez(f, **{f"v{i}": audio[v].astype(np.float16) for i, v in enumerate(voices)})
+        os.replace(tmp, audio_path)
+    if out is None:
+        out = {v: {shift: _embed_shifted(synth, embedder, audio[v], shift) for shift in PITCH_GRID} for v in voices}
+        missing = {v: {float(x) for x in (shifts or {}).get(v, ())} - set(out[v]) for v in voices}
+    for v, extra in missing.items():
+        for shift in sorted(extra):
+            out[v][shift] = _embed_shifted(synth, embedder, audio[v], shift)
+    _save_cache(path, out)
     return out
 
 
@@ -114,18 +158,69 @@ def embedding_at(by_shift: dict[float, np.ndarray], shift: float) -> np.ndarray:
     return _unit(by_shift[grid[0]])
 
 
+def dubbed_shift(f0_hz: float | None, voice_f0_hz: float | None) -> float:
+    """Semitones a voice at ``voice_f0_hz`` is moved toward a speaker at ``f0_hz``: clamped to the
+    engine-independent +/-MAX_PITCH_SHIFT_SEMITONES and put on the SHIFT_STEP grid."""
+    from .tts import MAX_PITCH_SHIFT_SEMITONES, _semitones
+    if not f0_hz or not voice_f0_hz:
+        return 0.0
+    st = max(-MAX_PITCH_SHIFT_SEMITONES, min(MAX_PITCH_SHIFT_SEMITONES, _semitones(f0_hz, voice_f0_hz)))
+    return round(round(st / SHIFT_STEP) * SHIFT_STEP, 2) + 0.0
+
+
+def joint_assignment(cos: np.ndarray, score: np.ndarray, mismatch: np.ndarray | None = None,
+                     alike: np.ndarray | None = None, allowed: np.ndarray | None = None,
+                     max_assignments: int = MAX_ASSIGNMENTS) -> tuple[int, ...]:
+    """The voice (column index) of each of n speakers among m >= n candidates, distinct, chosen jointly.
+
+    ``cos[c, r, j]``: CAM++ cosine of original speaker c to speaker r's dub with candidate j (the
+    voice as moved to r's pitch). Assignments are ranked by: fewest clear gender mismatches
+    (``mismatch[r, j]``), fewest pairs of dubbed voices heard as one (``alike[r, j, r2, j2]``), most
+    original speakers whose own dub is closer to them than any other speaker's dub (the issue's
+    target), the widest worst margin of that comparison, then the highest sum of ``score[r, j]``.
+    ``allowed[r, j]`` False rules a candidate out for a speaker. Exhaustive while there are at most
+    ``max_assignments`` assignments; beyond, the Hungarian method on ``score`` (greedy in effect)."""
+    n, m = score.shape
+    mismatch = np.zeros((n, m), bool) if mismatch is None else np.asarray(mismatch, bool)
+    allowed = np.ones((n, m), bool) if allowed is None else np.asarray(allowed, bool)
+    if math.perm(m, n) > max_assignments:
+        from scipy.optimize import linear_sum_assignment
+        cost = -(score - mismatch.astype(float) - 1e6 * ~allowed)
+        rows, cols = linear_sum_assignment(cost)
+        return tuple(int(c) for _, c in sorted(zip(rows, cols)))
+    rows = np.arange(n)
+    off_diag = ~np.eye(n, dtype=bool)
+    pairs = list(itertools.combinations(range(n), 2))
+    best_key, best = None, None
+    perms_iter = itertools.permutations(range(m), n)
+    while chunk := list(itertools.islice(perms_iter, 20000)):
+        perms = np.asarray(chunk, np.intp).reshape(-1, n)                   # (P, n): candidate of each speaker
+        perms = perms[allowed[rows, perms].all(axis=1)]
+        if not len(perms):
+            continue
+        heard = np.moveaxis(cos[:, rows[None, :], perms], 0, -1)            # (P, r, c): speaker c to r's dub
+        own = heard[:, rows, rows]                                           # (P, c)
+        others = np.where(off_diag[None], heard, -np.inf).max(axis=1)       # (P, c): best other dub for c
+        gaps = own - others
+        wrong = mismatch[rows, perms].sum(axis=1)
+        near = (sum((alike[i, perms[:, i], j, perms[:, j]] for i, j in pairs), np.zeros(len(perms)))
+                if alike is not None and pairs else np.zeros(len(perms)))
+        keys = (-wrong, -near, (gaps > 0).sum(axis=1), np.round(gaps.min(axis=1), 6),
+                np.round(score[rows, perms].sum(axis=1), 6))
+        i = np.lexsort(keys[::-1])[-1]                                      # the largest key, first key first
+        key = tuple(float(k[i]) for k in keys)
+        if best_key is None or key > best_key:
+            best_key, best = key, tuple(int(x) for x in perms[i])
+    if best is None:
+        raise ValueError("no assignment satisfies `allowed`")
+    return best
+
+
 def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, dict[float, np.ndarray]],
                  language: str | None = None, fixed: tuple[str, ...] = ()) -> dict[str, VoiceChoice]:
     """Voices for ``profiles`` chosen by CAM++ similarity (see the module docstring). Each speaker in
     ``fixed`` (a user's own sample) first gets the voice closest to them alone, whatever the others need."""
-    from .tts import (
-        GENDER_F0_SPLIT_HZ,
-        MAX_PITCH_SHIFT_SEMITONES,
-        _base_language,
-        _semitones,
-        choose_voices,
-        gender_from_f0,
-    )
+    from .tts import GENDER_F0_SPLIT_HZ, _base_language, choose_voices, gender_from_f0
 
     base = _base_language(language or "en")
     voices = [v for v in synthesizer.voices() if v.id in embeddings
@@ -150,10 +245,7 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
         f0 = f0_of(profiles[s])
         gender = (profiles[s].get("gender") or (gender_from_f0(f0) if f0 else "")).lower()
         for v in voices:
-            st = 0.0
-            if f0 and v.f0_hz:
-                st = max(-MAX_PITCH_SHIFT_SEMITONES, min(MAX_PITCH_SHIFT_SEMITONES, _semitones(f0, v.f0_hz)))
-            shift[s, v.id] = round(st, 2)
+            shift[s, v.id] = st = dubbed_shift(f0, v.f0_hz)
             e = embedding_at(embeddings[v.id], st)
             dubbed[s, v.id] = e
             for listener in speakers:
@@ -162,28 +254,21 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
                 mismatch.add((s, v.id))
             score[s, v.id] = cos[s, s, v.id] + (GENDER_BONUS if gender and v.gender == gender else 0.0)
 
-    def rank(assign: dict[str, str]) -> tuple[int, int, int, float, float]:
-        wrong_gender = sum((s, assign[s]) in mismatch for s in speakers)
-        alike = sum(float(dubbed[a, assign[a]] @ dubbed[b, assign[b]]) >= TOO_ALIKE_COS
-                    for a, b in itertools.combinations(speakers, 2))
-        own = sum(all(cos[s, s, assign[s]] > cos[s, x, assign[x]] for x in speakers if x != s) for s in speakers)
-        margin = min((cos[s, s, assign[s]] - max((cos[s, x, assign[x]] for x in speakers if x != s), default=-1.0))
-                     for s in speakers)
-        return -wrong_gender, -alike, own, round(sum(score[s, assign[s]] for s in speakers), 6), round(margin, 6)
-
     pinned: dict[str, str] = {}
     for s in [x for x in speakers if x in fixed]:
         pinned[s] = max((v.id for v in voices if v.id not in pinned.values()),
                         key=lambda v: ((s, v) not in mismatch, cos[s, s, v]))
-    rest = [s for s in speakers if s not in pinned]
-    ids = [v.id for v in voices if v.id not in pinned.values()]
-    if len(rest) <= MAX_EXHAUSTIVE_SPEAKERS:
-        best = max(({**pinned, **dict(zip(rest, perm))} for perm in itertools.permutations(ids, len(rest))), key=rank)
-    else:
-        from scipy.optimize import linear_sum_assignment
-        m = np.array([[score[s, v] - ((s, v) in mismatch) for v in ids] for s in rest])
-        rows, cols = linear_sum_assignment(-m)
-        best = {**pinned, **{rest[r]: ids[c] for r, c in zip(rows, cols)}}
+    # All speakers are chosen jointly (a greedy choice can take the voice that sounds most like
+    # another speaker); a pinned speaker may only have their voice, and nobody else may.
+    ids = [v.id for v in voices]
+    cos_a = np.array([[[cos[c, r, j] for j in ids] for r in speakers] for c in speakers])
+    score_a = np.array([[score[r, j] for j in ids] for r in speakers])
+    mismatch_a = np.array([[(r, j) in mismatch for j in ids] for r in speakers])
+    allowed = np.array([[(pinned[r] == j) if r in pinned else j not in pinned.values() for j in ids] for r in speakers])
+    flat = np.array([[dubbed[r, j] for j in ids] for r in speakers])                # (n, m, dim)
+    alike = np.einsum("rjd,skd->rjsk", flat, flat) >= TOO_ALIKE_COS
+    picks = joint_assignment(cos_a, score_a, mismatch_a, alike, allowed)
+    best = {s: ids[j] for s, j in zip(speakers, picks)}
     out = dict(fallback)
     by_id = {v.id: v for v in voices}
     for s in speakers:
@@ -225,5 +310,12 @@ def choose_shipped_voices(profiles: dict[str, dict], synthesizer, embedder, samp
         f0 = estimate_f0(audio, 16000)
         profiles[s].update(embedding=_unit(embedder.embed(audio)).tolist(), f0_hz=f0,
                            gender=gender_from_f0(f0) if f0 else profiles[s].get("gender"))
-    embeddings = voice_embeddings(synthesizer, embedder)
+    # each voice embedded exactly at the shifts it may be heard with (cached once per shift)
+    shifts: dict[str, set[float]] = {}
+    for v in synthesizer.voices():
+        for p in profiles.values():
+            f0 = p.get("f0_hz")
+            if p.get("embedding") and f0 and math.isfinite(float(f0)) and float(f0) > 0:
+                shifts.setdefault(v.id, set()).add(dubbed_shift(float(f0), v.f0_hz))
+    embeddings = voice_embeddings(synthesizer, embedder, shifts=shifts)
     return match_voices(profiles, synthesizer, embeddings, language, fixed=tuple(samples or ()))
