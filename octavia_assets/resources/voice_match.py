@@ -121,7 +121,10 @@ def voice_embeddings(synth, embedder, voices: list[str] | None = None,
     path = _cache_path(synth, embedder, voices)
     audio_path = path.with_suffix(".npz")
     out = _load_cache(path) if path.exists() else None
-    missing = {v: {float(x) for x in (shifts or {}).get(v, ())} - set(out[v]) for v in voices} if out else {}
+    def missing_shifts(cached):
+        return {v: {float(x) for x in (shifts or {}).get(v, ())} - set(cached[v]) for v in voices}
+
+    missing = missing_shifts(out) if out else {}
     if out is not None and not any(missing.values()):
         return out
     audio: dict[str, np.ndarray] = {}
@@ -139,7 +142,7 @@ def voice_embeddings(synth, embedder, voices: list[str] | None = None,
         os.replace(tmp, audio_path)
     if out is None:
         out = {v: {shift: _embed_shifted(synth, embedder, audio[v], shift) for shift in PITCH_GRID} for v in voices}
-        missing = {v: {float(x) for x in (shifts or {}).get(v, ())} - set(out[v]) for v in voices}
+        missing = missing_shifts(out)
     for v, extra in missing.items():
         for shift in sorted(extra):
             out[v][shift] = _embed_shifted(synth, embedder, audio[v], shift)
