@@ -1,5 +1,6 @@
 """transcript: words with timestamps per chunk, split into lines of one speaker each."""
 
+import dataclasses
 import re
 import time
 
@@ -48,7 +49,53 @@ def lines_from(transcripts: list[ChunkTranscript], chunk_list: list[Chunk], turn
             lines.append(Line(index=len(lines), start=round(start, 3), end=round(end, 3), speaker=who, text=text,
                               words=[w.to_dict() for w in words], confidence=round(conf, 3),
                               language=ct.language or ""))
-    return lines
+    return merge_fragments(lines)
+
+
+# A line of at most FRAGMENT_MAX_WORDS words is a fragment, not a line of its own, when its words
+# are squeezed into almost no time or Whisper barely believes them: the debris ASR leaves where two
+# voices overlap or a chunk edge cuts a word (a real short reply, "Yes.", is heard clearly and takes
+# its time). A 0.1-s slot cannot be dubbed without rushing and a lone word cannot be translated.
+FRAGMENT_MAX_WORDS = 2
+FRAGMENT_MAX_S = 0.2
+FRAGMENT_MIN_CONFIDENCE = 0.5
+FRAGMENT_MAX_GAP_S = 0.5       # how far away the line it joins may be
+
+
+def _is_fragment(line: Line) -> bool:
+    return (0 < len(line.words) <= FRAGMENT_MAX_WORDS
+            and (line.end - line.start < FRAGMENT_MAX_S or line.confidence < FRAGMENT_MIN_CONFIDENCE))
+
+
+def merge_fragments(lines: list[Line]) -> list[Line]:
+    """Each fragment joins the neighbouring line it touches, every word kept in order: the previous
+    line (it usually ends that sentence) unless only the next one is of the same speaker; never
+    across languages or a gap over FRAGMENT_MAX_GAP_S. Lines are renumbered."""
+    out = list(lines)
+    i = 0
+    while i < len(out):
+        frag = out[i]
+        if not _is_fragment(frag):
+            i += 1
+            continue
+        prev = out[i - 1] if i > 0 else None
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        near = [ln for ln in (prev, nxt) if ln is not None and ln.language == frag.language
+                and max(frag.start - ln.end, ln.start - frag.end) <= FRAGMENT_MAX_GAP_S]
+        same = [ln for ln in near if ln.speaker == frag.speaker]
+        into = (same or near or [None])[0]
+        if into is None:
+            i += 1
+            continue
+        words = into.words + frag.words if into is prev else frag.words + into.words
+        probs = [w.get("probability", 1.0) for w in words]
+        out[out.index(into)] = Line(
+            index=into.index, start=min(into.start, frag.start), end=max(into.end, frag.end), speaker=into.speaker,
+            text=join_words([w["text"] for w in words]), words=words,
+            confidence=round(sum(probs) / len(probs), 3), language=into.language)
+        del out[i]
+        i = max(0, i - 1)    # the grown line may now touch another fragment
+    return [dataclasses.replace(ln, index=k) for k, ln in enumerate(out)]
 
 
 # A chunk is transcribed in its own language when Whisper is at least this sure of it on the chunk
@@ -62,7 +109,7 @@ def transcribe_by_language(transcriber, src, chunk_list: list[Chunk], language: 
 
 
 @dg.asset(partitions_def=videos, group_name="listen", kinds={"whisper"}, deps=[chunks, speaker_map],
-          code_version=engine_version("asr") + "+chunk-language-v2", automation_condition=DOWNSTREAM, pool="gpu")
+          code_version=engine_version("asr") + "+chunk-language-v2+fragments-v1", automation_condition=DOWNSTREAM, pool="gpu")
 def transcript(context: dg.AssetExecutionContext, media_store: MediaStore, asr: AsrEngine) -> dg.MaterializeResult:
     """Transcribed lines: text, word timestamps, speaker and language."""
     started = time.perf_counter()
