@@ -2,6 +2,7 @@
 original audio as an option, soft subtitles (source and every target); SRT/WebVTT files beside it."""
 
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def final_video(context: dg.AssetExecutionContext, media_store: MediaStore, tts:
         for lang in languages:
             path = tmp / f"{lang}.wav"
             with media_store.open_local(derived_key(video, lang, "final_mix.wav")) as mix_path:
-                path.write_bytes(mix_path.read_bytes())
+                shutil.copyfile(mix_path, path)    # streamed: an hour of 48 kHz stereo is ~700 MB
             tracks.append(AudioTrack(str(path), lang, f"{LANGUAGE_NAMES.get(lang, lang)} (dub)"))
         # Source cues follow the original speech; each target's follow its dubbed speech.
         for lang, lines in [(source_lang, doc["lines"])] + [(lang, dubs[lang]["lines"]) for lang in languages]:
