@@ -456,6 +456,14 @@ def render(results: dict) -> None:
         if 10 in by_min and 60 in by_min:
             ratio = by_min[60]["end_to_end"]["peak_rss_mib"] / by_min[10]["end_to_end"]["peak_rss_mib"]
             out += ["", f"Peak RSS 60 min / 10 min: **{ratio:.2f}x** (target <= 1.2x)."]
+        newest = {m: max((r for r in runs if r["mode"] == "dagster" and r["minutes"] == m), key=lambda r: r["when"],
+                         default=None) for m in (10, 60)}
+        if all(newest.values()) and any(newest[m] is not by_min.get(m) for m in newest):
+            a, b = newest[60], newest[10]
+            ratio = a["end_to_end"]["peak_rss_mib"] / b["end_to_end"]["peak_rss_mib"]
+            out += ["", f"Newest runs: peak RSS 60 min (`{a['label']}`) / 10 min (`{b['label']}`): "
+                        f"{a['end_to_end']['peak_rss_mib']:.0f} / {b['end_to_end']['peak_rss_mib']:.0f} MiB = "
+                        f"**{ratio:.2f}x** (target <= 1.2x)."]
         out += ["", f"![RTF per stage]({PLOT_RTF.name})", "", f"![Peak RSS against input length]({PLOT_RSS.name})"]
     overhead = _overhead_pairs(runs)
     if overhead:
