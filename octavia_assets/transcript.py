@@ -87,12 +87,12 @@ def merge_fragments(lines: list[Line]) -> list[Line]:
         if into is None:
             i += 1
             continue
+        j = i - 1 if into is prev else i + 1
         words = into.words + frag.words if into is prev else frag.words + into.words
         probs = [w.get("probability", 1.0) for w in words]
-        out[out.index(into)] = Line(
-            index=into.index, start=min(into.start, frag.start), end=max(into.end, frag.end), speaker=into.speaker,
-            text=join_words([w["text"] for w in words]), words=words,
-            confidence=round(sum(probs) / len(probs), 3), language=into.language)
+        out[j] = dataclasses.replace(into, start=min(into.start, frag.start), end=max(into.end, frag.end),
+                                     text=join_words([w["text"] for w in words]), words=words,
+                                     confidence=round(sum(probs) / len(probs), 3))
         del out[i]
         i = max(0, i - 1)    # the grown line may now touch another fragment
     return [dataclasses.replace(ln, index=k) for k, ln in enumerate(out)]
