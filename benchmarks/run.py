@@ -406,6 +406,14 @@ def _latest_label(runs: list[dict]) -> str | None:
     return max(dagster, key=lambda r: (len(lengths[r["label"]]), r["when"]))["label"]
 
 
+def _newest_per_length(runs: list[dict]) -> dict[float, dict]:
+    """The most recent Dagster run of each input length, whatever its label."""
+    newest: dict[float, dict] = {}
+    for r in sorted((r for r in runs if r["mode"] == "dagster"), key=lambda r: r["when"]):
+        newest[r["minutes"]] = r
+    return newest
+
+
 def render(results: dict) -> None:
     runs = results["runs"]
     label = _latest_label(runs)
@@ -456,9 +464,8 @@ def render(results: dict) -> None:
         if 10 in by_min and 60 in by_min:
             ratio = by_min[60]["end_to_end"]["peak_rss_mib"] / by_min[10]["end_to_end"]["peak_rss_mib"]
             out += ["", f"Peak RSS 60 min / 10 min: **{ratio:.2f}x** (target <= 1.2x)."]
-        newest = {m: max((r for r in runs if r["mode"] == "dagster" and r["minutes"] == m), key=lambda r: r["when"],
-                         default=None) for m in (10, 60)}
-        if all(newest.values()) and any(newest[m] is not by_min.get(m) for m in newest):
+        newest = _newest_per_length(runs)
+        if 10 in newest and 60 in newest and any(newest[m] is not by_min.get(m) for m in (10, 60)):
             a, b = newest[60], newest[10]
             ratio = a["end_to_end"]["peak_rss_mib"] / b["end_to_end"]["peak_rss_mib"]
             out += ["", f"Newest runs: peak RSS 60 min (`{a['label']}`) / 10 min (`{b['label']}`): "
@@ -570,6 +577,10 @@ def plot(results: dict, label: str) -> None:
     mins = [r["minutes"] for r in latest]
     unfinished = [p for p in results.get("partial", []) if p["minutes"] not in mins]   # any label: noted in the title
     ax.plot(mins, [r["end_to_end"]["peak_rss_mib"] for r in latest], "o-", label="end to end (ru_maxrss)")
+    newest = sorted(_newest_per_length(results["runs"]).values(), key=lambda r: r["minutes"])
+    if [r["label"] for r in newest if r["minutes"] in mins] != [label] * len(mins) or len(newest) > len(mins):
+        ax.plot([r["minutes"] for r in newest], [r["end_to_end"]["peak_rss_mib"] for r in newest], "s-",
+                label="end to end, newest run of each length")
     for n in ("stems", "speaker_map", "transcript", "dubbed_chunks", "final_mix", "quality_report"):
         vals = [next((s["peak_rss_mib"] for s in r["stages"] if s["stage"] == n), None) for r in latest]
         xs, ys = zip(*[(m, v) for m, v in zip(mins, vals) if v is not None]) if any(vals) else ((), ())
@@ -579,7 +590,7 @@ def plot(results: dict, label: str) -> None:
                 xs, ys = (*xs, p["minutes"]), (*ys, v)
         if xs:
             ax.plot(xs, ys, ".--", lw=0.8, label=n)
-    ticks = sorted(set(mins) | {p["minutes"] for p in unfinished})
+    ticks = sorted(set(mins) | {p["minutes"] for p in unfinished} | {r["minutes"] for r in newest})
     if unfinished:
         partial_mins = ", ".join(f"{p['minutes']:g} ({p['label']})" for p in unfinished)
         ax.set_title(f"Peak RSS against input length ({label}; {partial_mins} min: stages finished so far)",
