@@ -349,6 +349,13 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
     speed_cap = min(max_speedup, getattr(synth, "max_speed", max_speedup))
     honour = NATIVE_SPEED_HONOUR.get(getattr(synth, "name", ""), 1.0)
 
+    def borrows(duration: float, over: float, needed_at_least: float = 0.0) -> tuple[float, float, float, float]:
+        """(lead needed, lead, tail needed, tail) for a line ``duration`` long, ``over`` past its slot."""
+        needed = max(needed_at_least, round(over, 3))
+        before = round(min(lead_s, needed), 3) if lead_s > 0 else 0.0
+        after_needed = round(max(0.0, over - before), 3) if duration > slot_s + before + FIT_TOLERANCE_S else 0.0
+        return needed, before, after_needed, round(min(tail_s, after_needed), 3) if tail_s > 0 else 0.0
+
     if natural > limit:
         # One more synthesis at most: the duration at the comfortable rate is predicted from the
         # measured one, the silence borrowed from that prediction, and the rate chosen for the room
@@ -356,10 +363,7 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
         comfortable = min(comfortable_speed, speed_cap) if can_speed and comfortable_speed > 1.0 else 1.0
         predicted = natural / (1.0 + (comfortable - 1.0) * honour)
         if predicted > limit:
-            lead_needed = round(predicted - slot_s, 3)
-            lead = round(min(lead_s, lead_needed), 3) if lead_s > 0 else 0.0
-            tail_needed = round(max(0.0, lead_needed - lead), 3) if predicted > slot_s + lead + FIT_TOLERANCE_S else 0.0
-            tail = round(min(tail_s, tail_needed), 3) if tail_s > 0 else 0.0
+            lead_needed, lead, tail_needed, tail = borrows(predicted, round(predicted - slot_s, 3))
         room = slot_s + lead + tail
         if can_speed:
             # the speed-up still needed is asked as is (as fit-v3 did): an engine delivering more
@@ -378,11 +382,7 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
         if audio.size / sr > room + FIT_TOLERANCE_S:
             # longer than predicted: borrow the measured overflow, as far as offered, before any
             # time-stretch (needs only grow, so equal borrows still mean an equal rate: cache stays valid)
-            over = audio.size / sr - slot_s
-            lead_needed = max(lead_needed, round(over, 3))
-            lead = round(min(lead_s, lead_needed), 3) if lead_s > 0 else 0.0
-            tail_needed = round(max(0.0, over - lead), 3) if audio.size / sr > slot_s + lead + FIT_TOLERANCE_S else 0.0
-            tail = round(min(tail_s, tail_needed), 3) if tail_s > 0 else 0.0
+            lead_needed, lead, tail_needed, tail = borrows(audio.size / sr, audio.size / sr - slot_s, lead_needed)
         if lead:
             steps.append(f"borrow {lead:.2f}s before")
         if tail:
