@@ -35,6 +35,7 @@ from octavia_assets.resources.storage import LocalMediaStore  # noqa: E402
 from octavia_assets.resources.translation import default_translator, translate_lines  # noqa: E402
 from octavia_assets.speakers import voice_profiles  # noqa: E402
 from octavia_assets.resources.tts import choose_voices  # noqa: E402
+from octavia_assets.resources.voice_match import choose_shipped_voices  # noqa: E402
 from octavia_assets.resources.types import VoiceChoice  # noqa: E402
 
 
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-condense", action="store_true", help="disable the condenser (to compare)")
     ap.add_argument("--no-asr", action="store_true", help="skip the round-trip WER")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--rechoose", action="store_true",
+                    help="choose the voices again with the current chooser instead of reading the voices stage's")
     args = ap.parse_args(argv)
     root = os.environ.get("OCTAVIA_MEDIA_ROOT") or str(Path(os.environ["DAGSTER_HOME"]) / "media")
     store = LocalMediaStore(root=root)
@@ -78,7 +81,11 @@ def main(argv=None) -> int:
         targets = [{**ln, "text": t} for ln, t in zip(lines, texts)]
         synth = tts.get(lang)
         voices = {s: VoiceChoice.from_dict(v) for s, v in voice_doc["voices"].items()}
-        if any(v.engine != synth.name for v in voices.values()):
+        if args.rechoose and synth.name == "kokoro":
+            voices = choose_shipped_voices(profiles, synth, _embedder("campplus"), language=lang)
+            for c in voices.values():
+                print(c.reason)
+        elif any(v.engine != synth.name for v in voices.values()):
             voices = choose_voices(profiles, synth, lang)
         t1 = time.perf_counter()
         placed, _ = dub_lines(store, synth, voices, targets, duration, lang,

@@ -46,7 +46,7 @@ def voices(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsE
         chosen = synth.clone_choices(video, profiles, references)
     else:
         audio = {s: sample_audio(media_store, video, k) for s, k in samples.items()}
-        chosen = choose_shipped_voices(profiles, synth, diarization.get_embedder(), audio)
+        chosen = choose_shipped_voices(profiles, synth, diarization.get_embedder(), audio, log=context.log.info)
         # The registry does not override (nor learn from) a speaker speaking with a user's sample.
         chosen = apply_registry(media_store, video, {s: p for s, p in profiles.items() if s not in samples},
                                 chosen, synth.name, chooser=CHOOSER_VERSION)

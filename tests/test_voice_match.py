@@ -250,3 +250,24 @@ def test_joint_choice_puts_each_speakers_own_dub_closest_where_greedy_does_not()
     # above the exhaustive limit: the Hungarian method on the own scores (distinct voices)
     hungarian = joint_assignment(cos, score, max_assignments=1)
     assert len(set(hungarian)) == 2 and score[0, hungarian[0]] + score[1, hungarian[1]] == pytest.approx(1.05)
+
+
+def test_joint_choice_over_a_shortlist_when_there_are_too_many_assignments():
+    from octavia_assets.resources.voice_match import joint_assignment
+    rng = np.random.default_rng(3)
+    n, m = 3, 12
+    own_voice = (7, 2, 10)                       # each speaker's clearly best voice
+    cos = rng.uniform(0.2, 0.4, (n, n, m))
+    score = rng.uniform(0.2, 0.4, (n, m))
+    for r, j in enumerate(own_voice):
+        cos[r, r, j] = score[r, j] = 0.8
+    full = joint_assignment(cos, score)                               # 1320 assignments: exhaustive
+    short = joint_assignment(cos, score, max_assignments=500)         # shortlist of the best per speaker
+    assert full == short == own_voice
+    # a pinned voice stays pinned on the shortlist
+    allowed = np.ones((n, m), bool)
+    allowed[0] = False
+    allowed[0, 4] = True
+    allowed[1:, 4] = False
+    pinned = joint_assignment(cos, score, allowed=allowed, max_assignments=500)
+    assert pinned[0] == 4 and pinned == joint_assignment(cos, score, allowed=allowed)

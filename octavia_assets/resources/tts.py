@@ -213,6 +213,24 @@ _KOKORO_VOICES: list[tuple[str, float, str]] = [
     ("jf_nezumi", 241.0, "shipped female style (241/240/242 Hz)"),
     ("jf_tebukuro", 319.0, "shipped female style, highest (319/318/319 Hz)"),
     ("blend:jf_alpha=0.5,jf_nezumi=0.5", 254.0, "female blend (250/250/262 Hz); CAM++ cos 0.81 to jf_alpha"),
+    # More blends give the CAM++ chooser voices nearer to real speakers: on the dev composite (4
+    # speakers, all above 190 Hz) the 8 voices above let 2 of 4 have their own dub closest to them,
+    # these 23 all 4 (predicted). F0 on the en+es+pt embedding sentences together.
+    ("blend:jf_alpha=0.5,jf_gongitsune=0.5", 244.0, "female blend"),
+    ("blend:jf_alpha=0.5,jf_tebukuro=0.5", 290.0, "high female blend"),
+    ("blend:jf_gongitsune=0.5,jf_nezumi=0.5", 232.0, "female blend"),
+    ("blend:jf_gongitsune=0.5,jf_tebukuro=0.5", 276.0, "female blend"),
+    ("blend:jf_nezumi=0.5,jf_tebukuro=0.5", 282.0, "high female blend"),
+    ("blend:jf_alpha=0.8,jm_kumo=0.2", 232.0, "darker female blend"),
+    ("blend:jf_gongitsune=0.8,jm_kumo=0.2", 195.0, "low, dark female blend"),
+    ("blend:jf_nezumi=0.8,jm_kumo=0.2", 211.0, "darker female blend"),
+    ("blend:jf_tebukuro=0.8,jm_kumo=0.2", 279.0, "darker high female blend"),
+    ("blend:jm_kumo=0.5,jf_alpha=0.5", 177.0, "half male, half female: a high, light voice"),
+    ("blend:jm_kumo=0.5,jf_gongitsune=0.5", 154.0, "half male, half female: a light male voice"),
+    ("blend:jm_kumo=0.5,jf_nezumi=0.5", 163.0, "half male, half female: a light male voice"),
+    ("blend:jm_kumo=0.5,jf_tebukuro=0.5", 204.0, "half male, half female: a low female voice"),
+    ("blend:jm_kumo=0.7,jf_gongitsune=0.3", 127.0, "male blend"),
+    ("blend:jm_kumo=0.7,jf_tebukuro=0.3", 154.0, "brighter male blend"),
 ]
 
 _kokoro_lock = threading.Lock()

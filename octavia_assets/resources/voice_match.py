@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +47,14 @@ GENDER_BONUS = 0.03
 # Two dubbed voices (voice + pitch shift) at least this alike to CAM++ are heard as one (the same
 # Kokoro voice across sentences scores 0.88-0.94): assignments avoid such pairs first of all.
 TOO_ALIKE_COS = 0.85
-# Exhaustive (vectorized) search while there are at most this many assignments (8 voices: 20160 at
-# 5 or 6 speakers, 40320 at 7 or 8); beyond, the Hungarian method on each speaker's own score.
+# Exhaustive (vectorized) search while there are at most this many assignments (23 voices: 10626 at
+# 3 speakers, 212520 at 4); beyond, over a shortlist of each speaker's best-scoring voices.
 MAX_ASSIGNMENTS = 200_000
 # Pitch shifts are chosen on this grid (inaudible steps) so that each voice is embedded exactly at the
 # shift it will be heard with, and the embeddings of a shift are reused across speakers and videos.
 SHIFT_STEP = 0.25
 EMBED_VERSION = "voice-embed-v1"          # how voices are embedded (part of the cache key)
-CHOOSER_VERSION = "campp-match-v5"        # how voices are chosen (the voices stage's version)
+CHOOSER_VERSION = "campp-match-v6"        # how voices are chosen (the voices stage's version)
 
 
 def _unit(v) -> np.ndarray:
@@ -110,13 +111,14 @@ def _embed_shifted(synth, embedder, audio: np.ndarray, shift: float) -> np.ndarr
 
 
 def voice_embeddings(synth, embedder, voices: list[str] | None = None,
-                     shifts: dict[str, set[float]] | None = None) -> dict[str, dict[float, np.ndarray]]:
+                     shifts: dict[str, set[float]] | None = None, log=None) -> dict[str, dict[float, np.ndarray]]:
     """{voice: {pitch shift: unit CAM++ embedding}} of the engine's voices, from the disk cache when
     it holds them (keyed by engine version, embedder version, voices, sentences and pitch grid).
 
     ``shifts``: {voice: further shifts} to embed exactly (the pitch-moved voice as it will be heard,
     rather than interpolated between grid points: interpolation misjudged a dubbed voice by up to
-    0.1 cosine); computed from the voice's cached sentences and added to the cache."""
+    0.1 cosine); computed from the voice's cached sentences and added to the cache. ``log``: called
+    with progress while the voices are synthesized (once per model: about 5 s a voice on 2 cores)."""
     voices = list(voices if voices is not None else [v.id for v in synth.voices()])
     path = _cache_path(synth, embedder, voices)
     audio_path = path.with_suffix(".npz")
@@ -135,7 +137,12 @@ def voice_embeddings(synth, embedder, voices: list[str] | None = None,
         except (ValueError, OSError):
             audio = {}
     if len(audio) < len(voices):
-        audio = {v: _voice_audio(synth, v) for v in voices}
+        started = time.perf_counter()
+        for i, v in enumerate(voices):
+            if log and i % 5 == 0:
+                log(f"voice embeddings (once per model, cached): synthesizing voice {i + 1} of {len(voices)}, "
+                    f"{time.perf_counter() - started:.0f} s so far")
+            audio[v] = _voice_audio(synth, v)
         tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.part")
         with open(tmp, "wb") as f:       # float16: half the disk, far below CAM++'s sensitivity
             np.savez(f, **{f"v{i}": audio[v].astype(np.float16) for i, v in enumerate(voices)})
@@ -182,11 +189,21 @@ def joint_assignment(cos: np.ndarray, score: np.ndarray, mismatch: np.ndarray | 
     original speakers whose own dub is closer to them than any other speaker's dub (the issue's
     target), the widest worst margin of that comparison, then the highest sum of ``score[r, j]``.
     ``allowed[r, j]`` False rules a candidate out for a speaker. Exhaustive while there are at most
-    ``max_assignments`` assignments; beyond, the Hungarian method on ``score`` (greedy in effect)."""
+    ``max_assignments`` assignments; beyond, exhaustive over a shortlist (each speaker's best
+    candidates by ``score``, as many as keep the search within ``max_assignments``); when even two
+    per speaker are too many, the Hungarian method on ``score`` (greedy in effect)."""
     n, m = score.shape
     mismatch = np.zeros((n, m), bool) if mismatch is None else np.asarray(mismatch, bool)
     allowed = np.ones((n, m), bool) if allowed is None else np.asarray(allowed, bool)
     if math.perm(m, n) > max_assignments:
+        rank = np.argsort(-(score - mismatch.astype(float) - 1e6 * ~allowed), axis=1, kind="stable")
+        for k in range(m - 1, 1, -1):
+            cols = sorted({int(j) for row in rank[:, :k] for j in row})
+            if math.perm(len(cols), n) <= max_assignments:
+                sub = joint_assignment(cos[:, :, cols], score[:, cols], mismatch[:, cols],
+                                       None if alike is None else alike[:, cols][:, :, :, cols],
+                                       allowed[:, cols], max_assignments)
+                return tuple(cols[j] for j in sub)
         from scipy.optimize import linear_sum_assignment
         cost = -(score - mismatch.astype(float) - 1e6 * ~allowed)
         rows, cols = linear_sum_assignment(cost)
@@ -301,7 +318,7 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
 
 
 def choose_shipped_voices(profiles: dict[str, dict], synthesizer, embedder, samples: dict[str, np.ndarray] | None = None,
-                          language: str | None = None) -> dict[str, VoiceChoice]:
+                          language: str | None = None, log=None) -> dict[str, VoiceChoice]:
     """The voices stage's choice for a shipped-voice engine: :func:`match_voices` on the cached voice
     embeddings. ``samples``: {speaker: 16 kHz audio of the user's own voice sample}; such a speaker is
     matched on the sample (embedding and pitch) instead of the diarized speech, before the others."""
@@ -320,5 +337,5 @@ def choose_shipped_voices(profiles: dict[str, dict], synthesizer, embedder, samp
             f0 = p.get("f0_hz")
             if p.get("embedding") and f0 and math.isfinite(float(f0)) and float(f0) > 0:
                 shifts.setdefault(v.id, set()).add(dubbed_shift(float(f0), v.f0_hz))
-    embeddings = voice_embeddings(synthesizer, embedder, shifts=shifts)
+    embeddings = voice_embeddings(synthesizer, embedder, shifts=shifts, log=log)
     return match_voices(profiles, synthesizer, embeddings, language, fixed=tuple(samples or ()))
