@@ -23,6 +23,13 @@ def stage_done(context: dg.HookContext) -> None:
         print(f"  [{time.perf_counter() - _T0:7.1f} s] done    {context.op.name}", file=sys.stderr, flush=True)
 
 
+def stage_progress(context, message: str) -> None:
+    """A long stage's progress: to the run's log, and to the terminal under `octavia dub`."""
+    context.log.info(message)
+    if _progress_enabled():
+        print(f"  [{time.perf_counter() - _T0:7.1f} s] {context.op.name}: {message}", file=sys.stderr, flush=True)
+
+
 @dg.failure_hook(name="stage_failed")
 def stage_failed(context: dg.HookContext) -> None:
     if _progress_enabled():

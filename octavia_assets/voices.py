@@ -5,6 +5,7 @@ import time
 import dagster as dg
 
 from .common import DOWNSTREAM, derived_key, materialized, video_of
+from .jobs import stage_progress
 from .partitions import videos
 from .resources.engines import DiarizationEngine, TtsEngine, engine_version
 from .resources.prod_tts_xtts import seal_references
@@ -46,7 +47,8 @@ def voices(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsE
         chosen = synth.clone_choices(video, profiles, references)
     else:
         audio = {s: sample_audio(media_store, video, k) for s, k in samples.items()}
-        chosen = choose_shipped_voices(profiles, synth, diarization.get_embedder(), audio, log=context.log.info)
+        chosen = choose_shipped_voices(profiles, synth, diarization.get_embedder(), audio,
+                                       log=lambda msg: stage_progress(context, msg))
         # The registry does not override (nor learn from) a speaker speaking with a user's sample.
         chosen = apply_registry(media_store, video, {s: p for s, p in profiles.items() if s not in samples},
                                 chosen, synth.name, chooser=CHOOSER_VERSION)

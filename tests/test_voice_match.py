@@ -271,3 +271,19 @@ def test_joint_choice_over_a_shortlist_when_there_are_too_many_assignments():
     allowed[1:, 4] = False
     pinned = joint_assignment(cos, score, allowed=allowed, max_assignments=500)
     assert pinned[0] == 4 and pinned == joint_assignment(cos, score, allowed=allowed)
+
+
+def test_voice_embedding_progress_reaches_the_run_log_and_the_terminal(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from octavia_assets.jobs import stage_progress
+    logged = []
+    context = SimpleNamespace(log=SimpleNamespace(info=logged.append), op=SimpleNamespace(name="voices"))
+    synth, emb = Tones(), SpectrumEmbedder()
+    monkeypatch.setenv("OCTAVIA_PROGRESS", "1")                  # as under `octavia dub`
+    voice_embeddings(synth, emb, log=lambda msg: stage_progress(context, msg))
+    assert logged and "voice 1 of 3" in logged[0]
+    assert "voices: voice embeddings" in capsys.readouterr().err
+    logged.clear()
+    voice_embeddings(synth, emb, log=lambda msg: stage_progress(context, msg))
+    assert not logged                                              # cached: nothing to report
