@@ -148,8 +148,12 @@ def voice_embeddings(synth, embedder, voices: list[str] | None = None,
             np.savez(f, **{f"v{i}": audio[v].astype(np.float16) for i, v in enumerate(voices)})
         os.replace(tmp, audio_path)
     if out is None:
+        if log:
+            log(f"voice embeddings: CAM++ over {len(voices)} voices at {len(PITCH_GRID)} pitch shifts each")
         out = {v: {shift: _embed_shifted(synth, embedder, audio[v], shift) for shift in PITCH_GRID} for v in voices}
         missing = missing_shifts(out)
+    if log and any(missing.values()):
+        log(f"voice embeddings: {sum(map(len, missing.values()))} more at the speakers' exact pitch shifts")
     for v, extra in missing.items():
         for shift in sorted(extra):
             out[v][shift] = _embed_shifted(synth, embedder, audio[v], shift)
