@@ -200,7 +200,8 @@ def joint_assignment(cos: np.ndarray, score: np.ndarray, mismatch: np.ndarray | 
     mismatch = np.zeros((n, m), bool) if mismatch is None else np.asarray(mismatch, bool)
     allowed = np.ones((n, m), bool) if allowed is None else np.asarray(allowed, bool)
     if math.perm(m, n) > max_assignments:
-        rank = np.argsort(-(score - mismatch.astype(float) - 1e6 * ~allowed), axis=1, kind="stable")
+        cost = -(score - mismatch.astype(float) - 1e6 * ~allowed)       # a speaker's own preference
+        rank = np.argsort(cost, axis=1, kind="stable")
         for k in range(m - 1, 1, -1):
             cols = sorted({int(j) for row in rank[:, :k] for j in row})
             if math.perm(len(cols), n) <= max_assignments:
@@ -209,7 +210,6 @@ def joint_assignment(cos: np.ndarray, score: np.ndarray, mismatch: np.ndarray | 
                                        allowed[:, cols], max_assignments)
                 return tuple(cols[j] for j in sub)
         from scipy.optimize import linear_sum_assignment
-        cost = -(score - mismatch.astype(float) - 1e6 * ~allowed)
         rows, cols = linear_sum_assignment(cost)
         return tuple(int(c) for _, c in sorted(zip(rows, cols)))
     rows = np.arange(n)
