@@ -29,7 +29,7 @@ MAX_LEAD_S = 0.8
 MAX_TAIL_S = 1.2
 TAIL_ESTIMATE_MARGIN = 1.15
 # Version of the fitting procedure: part of every line's cache key.
-FIT_VERSION = "fit-v4"
+FIT_VERSION = "fit-v5"
 
 
 def line_slots(lines: list[dict], duration_s: float) -> list[float]:
@@ -86,7 +86,8 @@ def _line_info(fitted) -> dict:
             "fits": bool(fitted.fits), "sample_rate": fitted.sample_rate,
             "natural_duration_s": round(fitted.natural_duration_s, 3), "spoken_text": fitted.text,
             "condensed": fitted.condensed, "lead_s": fitted.lead_s, "lead_needed_s": fitted.lead_needed_s,
-            "tail_s": fitted.tail_s, "tail_needed_s": fitted.tail_needed_s, "fit_steps": fitted.steps}
+            "tail_s": fitted.tail_s, "tail_needed_s": fitted.tail_needed_s, "fit_steps": fitted.steps,
+            "natural_predicted": fitted.natural_predicted}
 
 
 def _store_line(media_store: MediaStore, key: str, fitted) -> dict:

@@ -249,3 +249,21 @@ def test_fit_dub_line_synthesizes_at_most_twice_when_a_native_rate_makes_it_fit(
     assert len(s.calls) == 2 and s.calls[0] == 1.0, s.calls          # speed 1, then the chosen rate only
     assert f.total_speedup <= 1.25 + ATEMPO_TOLERANCE
     assert f.duration_s >= f.natural_duration_s / 1.25 - 0.02
+
+
+def test_kokoro_line_too_long_at_speed_1_is_synthesized_once(kokoro, monkeypatch):
+    text = "La narrativa sería tediosa para él. Pero, comparativamente, difiere poco de lo que ya sabemos."
+    natural = trim_silence(kokoro.synthesize(text, "jm_kumo", "es"), SR).size / SR
+    speeds = []
+    synthesize = kokoro.synthesize
+    monkeypatch.setattr(kokoro, "synthesize", lambda *a: speeds.append(a[3]) or synthesize(*a))
+    for needed in (1.06, 1.15):
+        speeds.clear()
+        f = fit_dub_line(kokoro, text, "jm_kumo", "es", slot_s=natural / needed)
+        assert speeds == [f.native_speed] and f.native_speed > 1.0, (speeds, f.steps)   # never at speed 1
+        assert f.natural_predicted and f.natural_duration_s == pytest.approx(natural, abs=0.2)
+        assert f.fits and f.total_speedup <= 1.25 + ATEMPO_TOLERANCE, f.steps
+        assert f.stretch <= 1.03, f.steps                  # the predicted rate left (almost) nothing to atempo
+    speeds.clear()
+    f = fit_dub_line(kokoro, text, "jm_kumo", "es", slot_s=natural + 0.5)
+    assert speeds == [1.0] and not f.natural_predicted and f.total_speedup == 1.0

@@ -264,18 +264,51 @@ def estimate_spoken_s(text: str, language: str, voice: str | None = None) -> flo
     return len(text) / cps + 0.15 * pauses
 
 
+def _pieces(synth: "Synthesizer", text: str) -> list[str]:
+    """``text`` split at sentence boundaries where it is longer than the engine's input limit."""
+    from .textnorm import split_sentences
+    return split_sentences(text, int(getattr(synth, "max_input_chars", 300)))
+
+
 def synthesize_pieces(synth: "Synthesizer", text: str, voice: str, language: str, speed: float) -> np.ndarray:
     """Synthesize ``text``, split at sentence boundaries when longer than the engine's input limit,
     each piece trimmed and joined with a short pause (every word of every piece is spoken)."""
-    from .textnorm import split_sentences
     sr = synth.sample_rate
-    limit = int(getattr(synth, "max_input_chars", 300))
-    parts = [trim_silence(synth.synthesize(p, voice, language, speed), sr) for p in split_sentences(text, limit)]
+    parts = [trim_silence(synth.synthesize(p, voice, language, speed), sr) for p in _pieces(synth, text)]
     pause = np.zeros(int(PIECE_PAUSE_S * sr), np.float32)
     out = []
     for i, p in enumerate(parts):
         out += [pause, p] if i else [p]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def predict_pieces_s(synth: "Synthesizer", text: str, voice: str, language: str, speed: float) -> float | None:
+    """How long :func:`synthesize_pieces` will be, from the engine's own duration prediction (None
+    when the engine has none)."""
+    predict = getattr(synth, "predict_duration_s", None)
+    if predict is None:
+        return None
+    predicted = [predict(p, voice, language, speed) for p in _pieces(synth, text)]
+    if not predicted or any(d is None for d in predicted):
+        return None
+    return sum(predicted) + PIECE_PAUSE_S * (len(predicted) - 1)
+
+
+def slowest_rate_within(predict, target_s: float, low: float, high: float) -> float:
+    """The slowest native speed in [low, high] whose predicted duration is at most ``target_s``
+    (``high`` when none is); ``predict(speed)`` must not grow with speed. To 1/1000."""
+    if predict(low) <= target_s:
+        return low
+    if predict(high) > target_s:
+        return high
+    lo, hi = int(np.floor(low * 1000)), int(np.ceil(high * 1000))   # predict(hi / 1000) fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if predict(mid / 1000) <= target_s:
+            hi = mid
+        else:
+            lo = mid
+    return max(low, hi / 1000)
 
 
 @dataclass
@@ -287,6 +320,7 @@ class DubbedLine(FittedLine):
     tail_s: float = 0.0           # time borrowed after the slot (the next line waits this much)
     tail_needed_s: float = 0.0    # overflow left after the lead when the borrow step came
     steps: list[str] = field(default_factory=list)   # the fallbacks used, in order
+    natural_predicted: bool = False   # natural_duration_s is the engine's prediction (never synthesized at x1)
 
 
 def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slot_s: float, lead_s: float = 0.0,
@@ -303,7 +337,11 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
     what that line can spare); 5. a native rate up to ``max_speedup``, then time-stretch, the total
     heard speed-up capped at ``max_speedup``. What still does not fit comes back with ``fits=False``,
     never cut. Steps 3-5 cost one synthesis: the borrows and the rate are chosen from the duration
-    at speed 1 and the engine's measured response to its speed (NATIVE_SPEED_HONOUR).
+    at speed 1 and the engine's response to its speed. An engine that predicts its own durations
+    (:meth:`Synthesizer.predict_duration_s`: Kokoro) gives both without synthesizing, so a line too
+    long at speed 1 is synthesized once, at the slowest rate that fits, and its pauses are shortened
+    only if it is still too long; otherwise the line is measured at speed 1 and the response taken
+    from NATIVE_SPEED_HONOUR.
     """
     from .textnorm import normalize_for_speech
     if not slot_s > 0:
@@ -315,7 +353,13 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
     steps: list[str] = []
     said = text                                   # the (possibly condensed) text, before normalising
     spoken = normalize_for_speech(said, language)
-    estimate = estimate_spoken_s(spoken, language, voice)
+
+    def predicted(speed: float) -> float | None:
+        return predict_pieces_s(synth, spoken, voice, language, speed)
+
+    estimate = predicted(1.0)
+    if estimate is None:
+        estimate = estimate_spoken_s(spoken, language, voice)
     if condenser is not None and estimate > slot_s:
         shorter = condenser.shorten(text, language, int(len(text) * slot_s / estimate))
         if len(shorter) < len(said):
@@ -327,27 +371,34 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
         out = synthesize_pieces(synth, spoken, voice, language, speed)
         return tighten_pauses(out, sr, max_pause_s) if tighten else out
 
-    audio = render(1.0)
-    natural = audio.size / sr
-    if natural > limit and max_pause_s > 0:
+    def at_speed_1() -> tuple[np.ndarray | None, float]:
+        """The line at speed 1 and its duration; no audio when the engine predicts it will not fit."""
+        ahead = predicted(1.0)
+        if ahead is not None and ahead > limit:
+            return None, ahead
+        out = render(1.0)
+        return out, out.size / sr
+
+    audio, natural = at_speed_1()
+    if audio is not None and natural > limit and max_pause_s > 0:
         tighter = tighten_pauses(audio, sr, max_pause_s)
         if tighter.size < audio.size:
             tighten, audio = True, tighter
             steps.append(f"tighten pauses -{natural - tighter.size / sr:.2f}s")
             natural = audio.size / sr
     if natural > limit and condenser is not None:
-        # The estimate was off for this voice: condense from what was measured.
+        # The estimate was off for this voice: condense from what was measured (or predicted).
         shorter = condenser.shorten(text, language, int(len(said) * slot_s / natural))
         if len(shorter) < len(said):
             said, spoken = shorter, normalize_for_speech(shorter, language)
-            audio = render(1.0)
-            natural = audio.size / sr
-            steps.append("condense(measured)")
+            audio, natural = at_speed_1()
+            steps.append("condense(measured)" if audio is not None else "condense(predicted)")
     native, stretch, lead, tail = 1.0, 1.0, 0.0, 0.0
     lead_needed = tail_needed = 0.0
     can_speed = getattr(synth, "supports_speed", True)
     speed_cap = min(max_speedup, getattr(synth, "max_speed", max_speedup))
     honour = NATIVE_SPEED_HONOUR.get(getattr(synth, "name", ""), 1.0)
+    foreseen = audio is None          # the engine predicted the durations: nothing synthesized yet
 
     def borrows(duration: float, over: float, needed_at_least: float = 0.0) -> tuple[float, float, float, float]:
         """(lead needed, lead, tail needed, tail) for a line ``duration`` long, ``over`` past its slot."""
@@ -356,21 +407,28 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
         after_needed = round(max(0.0, over - before), 3) if duration > slot_s + before + FIT_TOLERANCE_S else 0.0
         return needed, before, after_needed, round(min(tail_s, after_needed), 3) if tail_s > 0 else 0.0
 
+    room = slot_s
     if natural > limit:
-        # One more synthesis at most: the duration at the comfortable rate is predicted from the
-        # measured one, the silence borrowed from that prediction, and the rate chosen for the room
-        # it leaves; what the prediction missed is borrowed or time-stretched, never re-synthesized.
+        # One synthesis at most from here: the duration at the comfortable rate is predicted, the
+        # silence borrowed from that prediction, and the rate chosen for the room it leaves; what
+        # the prediction missed is borrowed or time-stretched, never re-synthesized.
         comfortable = min(comfortable_speed, speed_cap) if can_speed and comfortable_speed > 1.0 else 1.0
-        predicted = natural / (1.0 + (comfortable - 1.0) * honour)
-        if predicted > limit:
-            lead_needed, lead, tail_needed, tail = borrows(predicted, round(predicted - slot_s, 3))
+        at_comfortable = predicted(comfortable) if foreseen else natural / (1.0 + (comfortable - 1.0) * honour)
+        if at_comfortable > limit:
+            lead_needed, lead, tail_needed, tail = borrows(at_comfortable, round(at_comfortable - slot_s, 3))
         room = slot_s + lead + tail
-        if can_speed:
+        if can_speed and foreseen:
+            if at_comfortable <= limit:
+                native = slowest_rate_within(predicted, slot_s, 1.0, comfortable)
+            else:
+                native = slowest_rate_within(predicted, room, 1.0, speed_cap)
+            audio = render(native)
+        elif can_speed:
             # the speed-up still needed is asked as is (as fit-v3 did): an engine delivering more
             # than predicted would otherwise speak faster than needed; a shortfall goes to atempo
-            if predicted <= limit:
+            if at_comfortable <= limit:
                 rate = min(natural / slot_s, comfortable)
-            elif predicted <= room + FIT_TOLERANCE_S:
+            elif at_comfortable <= room + FIT_TOLERANCE_S:
                 rate = comfortable
             else:
                 rate = min(max(natural / room, comfortable), speed_cap)
@@ -379,6 +437,13 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
                 audio = render(native)
             else:
                 native = 1.0
+        if audio is None:
+            audio = render(1.0)
+        if foreseen and audio.size / sr > room + FIT_TOLERANCE_S and max_pause_s > 0:
+            tighter = tighten_pauses(audio, sr, max_pause_s)
+            if tighter.size < audio.size:
+                steps.append(f"tighten pauses -{(audio.size - tighter.size) / sr:.2f}s")
+                audio = tighter
         if audio.size / sr > room + FIT_TOLERANCE_S:
             # longer than predicted: borrow the measured overflow, as far as offered, before any
             # time-stretch (needs only grow, so equal borrows still mean an equal rate: cache stays valid)
@@ -410,4 +475,5 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
                       total_speedup=natural / duration if duration else 1.0, fits=fits, slot_s=float(room),
                       natural_duration_s=natural, pitch_semitones=float(pitch_semitones), text=spoken,
                       condensed=any(s.startswith("condense") for s in steps), lead_s=lead,
-                      lead_needed_s=lead_needed, tail_s=tail, tail_needed_s=tail_needed, steps=steps)
+                      lead_needed_s=lead_needed, tail_s=tail, tail_needed_s=tail_needed, steps=steps,
+                      natural_predicted=foreseen)
