@@ -28,8 +28,9 @@ MAX_LEAD_S = 0.8
 # can spare in its own slot (its estimated duration with a margin): the next line still fits.
 MAX_TAIL_S = 1.2
 TAIL_ESTIMATE_MARGIN = 1.15
-# Version of the fitting procedure: part of every line's cache key.
-FIT_VERSION = "fit-v5"
+# Version of the fitting procedure (and of the engines' duration predictions it relies on, such as
+# Kokoro's in tts.py): part of every line's cache key.
+FIT_VERSION = "fit-v6"
 
 
 def line_slots(lines: list[dict], duration_s: float) -> list[float]:

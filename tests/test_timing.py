@@ -253,17 +253,21 @@ def test_fit_dub_line_synthesizes_at_most_twice_when_a_native_rate_makes_it_fit(
 
 def test_kokoro_line_too_long_at_speed_1_is_synthesized_once(kokoro, monkeypatch):
     text = "La narrativa sería tediosa para él. Pero, comparativamente, difiere poco de lo que ya sabemos."
-    natural = trim_silence(kokoro.synthesize(text, "jm_kumo", "es"), SR).size / SR
+    raw = trim_silence(kokoro.synthesize(text, "jm_kumo", "es"), SR)
+    natural, tightened = raw.size / SR, timing.tighten_pauses(raw, SR).size / SR
+    assert tightened < natural - 0.2                          # Kokoro's long pause at the full stop
     speeds = []
     synthesize = kokoro.synthesize
     monkeypatch.setattr(kokoro, "synthesize", lambda *a: speeds.append(a[3]) or synthesize(*a))
     for needed in (1.06, 1.15):
         speeds.clear()
         f = fit_dub_line(kokoro, text, "jm_kumo", "es", slot_s=natural / needed)
-        assert speeds == [f.native_speed] and f.native_speed > 1.0, (speeds, f.steps)   # never at speed 1
-        assert f.natural_predicted and f.natural_duration_s == pytest.approx(natural, abs=0.2)
+        assert speeds == [f.native_speed], (speeds, f.steps)   # one synthesis, at the rate chosen ahead
+        assert f.steps[0].startswith("tighten pauses"), f.steps  # pauses first, as when measured
+        assert f.natural_predicted and f.natural_duration_s == pytest.approx(tightened, abs=0.2)
         assert f.fits and f.total_speedup <= 1.25 + ATEMPO_TOLERANCE, f.steps
         assert f.stretch <= 1.03, f.steps                  # the predicted rate left (almost) nothing to atempo
+    assert f.native_speed > 1.0                            # 1.15x needs more than the shorter pauses
     speeds.clear()
     f = fit_dub_line(kokoro, text, "jm_kumo", "es", slot_s=natural + 0.5)
     assert speeds == [1.0] and not f.natural_predicted and f.total_speedup == 1.0

@@ -282,13 +282,14 @@ def synthesize_pieces(synth: "Synthesizer", text: str, voice: str, language: str
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def predict_pieces_s(synth: "Synthesizer", text: str, voice: str, language: str, speed: float) -> float | None:
-    """How long :func:`synthesize_pieces` will be, from the engine's own duration prediction (None
-    when the engine has none)."""
+def predict_pieces_s(synth: "Synthesizer", text: str, voice: str, language: str, speed: float,
+                     max_pause_s: float | None = None) -> float | None:
+    """How long :func:`synthesize_pieces` will be (with ``max_pause_s``: after
+    :func:`tighten_pauses`), from the engine's own duration prediction (None when it has none)."""
     predict = getattr(synth, "predict_duration_s", None)
     if predict is None:
         return None
-    predicted = [predict(p, voice, language, speed) for p in _pieces(synth, text)]
+    predicted = [predict(p, voice, language, speed, max_pause_s) for p in _pieces(synth, text)]
     if not predicted or any(d is None for d in predicted):
         return None
     return sum(predicted) + PIECE_PAUSE_S * (len(predicted) - 1)
@@ -354,8 +355,8 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
     said = text                                   # the (possibly condensed) text, before normalising
     spoken = normalize_for_speech(said, language)
 
-    def predicted(speed: float) -> float | None:
-        return predict_pieces_s(synth, spoken, voice, language, speed)
+    def predicted(speed: float, tightened: bool = False) -> float | None:
+        return predict_pieces_s(synth, spoken, voice, language, speed, max_pause_s if tightened else None)
 
     estimate = predicted(1.0)
     if estimate is None:
@@ -373,19 +374,20 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
 
     def at_speed_1() -> tuple[np.ndarray | None, float]:
         """The line at speed 1 and its duration; no audio when the engine predicts it will not fit."""
-        ahead = predicted(1.0)
+        ahead = predicted(1.0, tighten)
         if ahead is not None and ahead > limit:
             return None, ahead
         out = render(1.0)
         return out, out.size / sr
 
     audio, natural = at_speed_1()
-    if audio is not None and natural > limit and max_pause_s > 0:
-        tighter = tighten_pauses(audio, sr, max_pause_s)
-        if tighter.size < audio.size:
-            tighten, audio = True, tighter
-            steps.append(f"tighten pauses -{natural - tighter.size / sr:.2f}s")
-            natural = audio.size / sr
+    if natural > limit and max_pause_s > 0:
+        tighter_audio = tighten_pauses(audio, sr, max_pause_s) if audio is not None else None
+        tighter = tighter_audio.size / sr if tighter_audio is not None else predicted(1.0, True)
+        if tighter < natural:
+            tighten, audio = True, tighter_audio
+            steps.append(f"tighten pauses -{natural - tighter:.2f}s")
+            natural = tighter
     if natural > limit and condenser is not None:
         # The estimate was off for this voice: condense from what was measured (or predicted).
         shorter = condenser.shorten(text, language, int(len(said) * slot_s / natural))
@@ -413,15 +415,18 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
         # silence borrowed from that prediction, and the rate chosen for the room it leaves; what
         # the prediction missed is borrowed or time-stretched, never re-synthesized.
         comfortable = min(comfortable_speed, speed_cap) if can_speed and comfortable_speed > 1.0 else 1.0
-        at_comfortable = predicted(comfortable) if foreseen else natural / (1.0 + (comfortable - 1.0) * honour)
+        at_comfortable = (predicted(comfortable, tighten) if foreseen
+                          else natural / (1.0 + (comfortable - 1.0) * honour))
         if at_comfortable > limit:
             lead_needed, lead, tail_needed, tail = borrows(at_comfortable, round(at_comfortable - slot_s, 3))
         room = slot_s + lead + tail
         if can_speed and foreseen:
+            def expected(speed: float) -> float:
+                return predicted(speed, tighten)
             if at_comfortable <= limit:
-                native = slowest_rate_within(predicted, slot_s, 1.0, comfortable)
+                native = slowest_rate_within(expected, slot_s, 1.0, comfortable)
             else:
-                native = slowest_rate_within(predicted, room, 1.0, speed_cap)
+                native = slowest_rate_within(expected, room, 1.0, speed_cap)
             audio = render(native)
         elif can_speed:
             # the speed-up still needed is asked as is (as fit-v3 did): an engine delivering more
@@ -438,8 +443,9 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
             else:
                 native = 1.0
         if audio is None:
-            audio = render(1.0)
-        if foreseen and audio.size / sr > room + FIT_TOLERANCE_S and max_pause_s > 0:
+            audio = render(native)
+        if foreseen and not tighten and audio.size / sr > room + FIT_TOLERANCE_S and max_pause_s > 0:
+            # longer than predicted, with pauses the prediction did not see
             tighter = tighten_pauses(audio, sr, max_pause_s)
             if tighter.size < audio.size:
                 steps.append(f"tighten pauses -{(audio.size - tighter.size) / sr:.2f}s")
@@ -454,6 +460,9 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
             steps.append(f"borrow {tail:.2f}s after")
         if native > 1.0:
             steps.append(f"native-rate x{native:.3f}")
+    if audio is None:
+        # predicted too long at speed 1, but short enough once its pauses are shortened
+        audio = render(1.0)
     limit = slot_s + lead + tail + FIT_TOLERANCE_S
     room = slot_s + lead + tail
     current = audio.size / sr
