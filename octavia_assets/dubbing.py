@@ -30,7 +30,7 @@ MAX_TAIL_S = 1.2
 TAIL_ESTIMATE_MARGIN = 1.15
 # Version of the fitting procedure (and of the engines' duration predictions it relies on, such as
 # Kokoro's in tts.py): part of every line's cache key.
-FIT_VERSION = "fit-v6"
+FIT_VERSION = "fit-v7"
 
 
 def line_slots(lines: list[dict], duration_s: float) -> list[float]:

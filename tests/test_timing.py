@@ -271,3 +271,13 @@ def test_kokoro_line_too_long_at_speed_1_is_synthesized_once(kokoro, monkeypatch
     speeds.clear()
     f = fit_dub_line(kokoro, text, "jm_kumo", "es", slot_s=natural + 0.5)
     assert speeds == [1.0] and not f.natural_predicted and f.total_speedup == 1.0
+
+
+def test_kokoro_line_keeps_its_words_when_shorter_pauses_make_it_fit(kokoro):
+    text = "Bueno, la narrativa sería tediosa para él. Pero, la verdad es que difiere poco de lo que ya sabemos."
+    raw = trim_silence(kokoro.synthesize(text, "jm_kumo", "es"), SR)
+    tightened = timing.tighten_pauses(raw, SR).size / SR
+    f = fit_dub_line(kokoro, text, "jm_kumo", "es", slot_s=tightened + 0.1, condenser=RuleCondenser())
+    assert RuleCondenser().shorten(text, "es", len(text) - 10) != text    # it would have cut words
+    assert not f.condensed and f.text == text and f.steps[0].startswith("tighten pauses"), f.steps
+    assert f.fits and f.native_speed == 1.0

@@ -339,9 +339,9 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
     heard speed-up capped at ``max_speedup``. What still does not fit comes back with ``fits=False``,
     never cut. Steps 3-5 cost one synthesis: the borrows and the rate are chosen from the duration
     at speed 1 and the engine's response to its speed. An engine that predicts its own durations
-    (:meth:`Synthesizer.predict_duration_s`: Kokoro) gives both without synthesizing, so a line too
-    long at speed 1 is synthesized once, at the slowest rate that fits, and its pauses are shortened
-    only if it is still too long; otherwise the line is measured at speed 1 and the response taken
+    (:meth:`Synthesizer.predict_duration_s`: Kokoro) gives both without synthesizing, pauses
+    included: a line too long at speed 1 has its pauses shortened, its rate chosen (the slowest that
+    fits) and is synthesized once. Otherwise the line is measured at speed 1 and the response taken
     from NATIVE_SPEED_HONOUR.
     """
     from .textnorm import normalize_for_speech
@@ -358,7 +358,7 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
     def predicted(speed: float, tightened: bool = False) -> float | None:
         return predict_pieces_s(synth, spoken, voice, language, speed, max_pause_s if tightened else None)
 
-    estimate = predicted(1.0)
+    estimate = predicted(1.0, max_pause_s > 0)     # words are condensed only if shorter pauses will not do
     if estimate is None:
         estimate = estimate_spoken_s(spoken, language, voice)
     if condenser is not None and estimate > slot_s:
