@@ -409,7 +409,6 @@ def fit_dub_line(synth: "Synthesizer", text: str, voice: str, language: str, slo
         after_needed = round(max(0.0, over - before), 3) if duration > slot_s + before + FIT_TOLERANCE_S else 0.0
         return needed, before, after_needed, round(min(tail_s, after_needed), 3) if tail_s > 0 else 0.0
 
-    room = slot_s
     if natural > limit:
         # One synthesis at most from here: the duration at the comfortable rate is predicted, the
         # silence borrowed from that prediction, and the rate chosen for the room it leaves; what
