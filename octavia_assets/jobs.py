@@ -17,23 +17,26 @@ def _progress_enabled() -> bool:
     return os.environ.get("OCTAVIA_PROGRESS") == "1"
 
 
+def _say(text: str) -> None:
+    """One progress line on the terminal under `octavia dub` (OCTAVIA_PROGRESS=1), with the time so far."""
+    if _progress_enabled():
+        print(f"  [{time.perf_counter() - _T0:7.1f} s] {text}", file=sys.stderr, flush=True)
+
+
 @dg.success_hook(name="stage_done")
 def stage_done(context: dg.HookContext) -> None:
-    if _progress_enabled():
-        print(f"  [{time.perf_counter() - _T0:7.1f} s] done    {context.op.name}", file=sys.stderr, flush=True)
+    _say(f"done    {context.op.name}")
 
 
 def stage_progress(context, message: str) -> None:
     """A long stage's progress: to the run's log, and to the terminal under `octavia dub`."""
     context.log.info(message)
-    if _progress_enabled():
-        print(f"  [{time.perf_counter() - _T0:7.1f} s] {context.op.name}: {message}", file=sys.stderr, flush=True)
+    _say(f"{context.op.name}: {message}")
 
 
 @dg.failure_hook(name="stage_failed")
 def stage_failed(context: dg.HookContext) -> None:
-    if _progress_enabled():
-        print(f"  [{time.perf_counter() - _T0:7.1f} s] FAILED  {context.op.name}", file=sys.stderr, flush=True)
+    _say(f"FAILED  {context.op.name}")
 
 
 _hooks = {stage_done, stage_failed}
