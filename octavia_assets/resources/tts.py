@@ -413,6 +413,13 @@ class KokoroSynthesizer(Synthesizer):
             raise ValueError(f"speed {speed} outside Kokoro's range {self.min_speed}-{self.max_speed}")
         return text, lang
 
+    def _phonemes(self, text: str, lang: str) -> str:
+        """What Kokoro speaks: misaki's Japanese G2P where installed, else espeak-ng via kokoro-onnx
+        (the same phonemes for the duration prediction and the synthesis)."""
+        if lang == "ja" and _ja_g2p() is not None:
+            return _ja_g2p()(text)
+        return self._tts.tokenizer.phonemize(text, lang)
+
     def _token_durations(self, text: str, voice: str, lang: str) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """Per batch of phonemes (as kokoro-onnx 0.6.1 splits them): its tokens with the two pads,
         each token's frames at speed 1, and the pause kokoro-onnx adds after the batch."""
@@ -426,8 +433,7 @@ class KokoroSynthesizer(Synthesizer):
         tokens_input = next(i.name for i in tts.sess.get_inputs() if i.name in ("input_ids", "tokens"))
         with _duration_lock:
             session = _kokoro_duration_session(tts.sess._model_path, tokens_input)
-        phonemes = _ja_g2p()(text) if lang == "ja" and _ja_g2p() is not None else tts.tokenizer.phonemize(text, lang)
-        batches = split_phonemes(" ".join(phonemes.split()), MAX_PHONEME_LENGTH)
+        batches = split_phonemes(" ".join(self._phonemes(text, lang).split()), MAX_PHONEME_LENGTH)
         out = []
         for i, batch in enumerate(batches):
             tokens = tts.tokenizer.tokenize(batch)
@@ -466,12 +472,8 @@ class KokoroSynthesizer(Synthesizer):
 
     def synthesize(self, text: str, voice: str, language: str, speed: float = 1.0) -> np.ndarray:
         text, lang = self._checked(text, language, speed)
-        style = self.style(voice)
-        tts = self._tts
-        if lang == "ja" and _ja_g2p() is not None:
-            audio, sr = tts.create(_ja_g2p()(text), voice=style, speed=float(speed), is_phonemes=True)
-        else:
-            audio, sr = tts.create(text, voice=style, speed=float(speed), lang=lang)
+        audio, sr = self._tts.create(self._phonemes(text, lang), voice=self.style(voice), speed=float(speed),
+                                     is_phonemes=True)
         assert sr == self.sample_rate
         return _peak_limit(audio)
 
