@@ -26,6 +26,23 @@ def placed_dub(media_store: MediaStore, files: contextlib.ExitStack, video: str,
     return PlacedTrack(clips, doc["duration_s"]), doc
 
 
+def mix_figures_key(video: str, lang: str) -> str:
+    return derived_key(video, lang, "final_mix.json")
+
+
+def stored_mix_figures(media_store: MediaStore, video: str, lang: str) -> dict | None:
+    """The loudness, true peak and leakage final_mix measured on the mix now stored, or None when
+    they are missing or were measured on another mix (the object's version is kept with them)."""
+    key = mix_figures_key(video, lang)
+    if not media_store.exists(key):
+        return None
+    doc = media_store.read_json(key)
+    mix_key = derived_key(video, lang, "final_mix.wav")
+    if not media_store.exists(mix_key) or media_store.stat(mix_key).version != doc.get("mix_version"):
+        return None
+    return doc["figures"]
+
+
 def mix_settings() -> MixSettings:
     return MixSettings(target_lufs=float(os.environ.get("OCTAVIA_TARGET_LUFS", -16.0)))
 
@@ -57,7 +74,7 @@ def final_mix(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.
         rate = dub.sample_rate
         bg = files.enter_context(media_store.open_local(derived_key(video, "stems", "background.wav")))
         figures = mix(bg, dub, rate, doc["duration_s"], tmp / "mix.wav", settings)
-        media_store.put_file(tmp / "mix.wav", out)
+        stored = media_store.put_file(tmp / "mix.wav", out)
         # No ground truth in production: the separated vocals stand for the original voice. It is a lower
         # bound of the true leakage (the separator's residual is what it did not put in the vocals);
         # benchmarks/mix_eval.py measures against a composite's true dialogue stem. Both tracks are
@@ -65,6 +82,10 @@ def final_mix(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.
         with media_store.open_local(derived_key(video, "stems", "vocals.wav")) as vocals_path:
             final, vocals = AudioFile(tmp / "mix.wav"), AudioFile(vocals_path, mono=True)
             leak = voice_leakage_db(final, final.sample_rate, vocals, vocals.sample_rate, dub, rate)
+        # kept with the mix's version, so the quality report reuses them instead of measuring again
+        media_store.put_json({"mix_version": stored.version, "figures": {
+            "integrated_lufs": figures["integrated_lufs"], "true_peak_dbtp": figures["true_peak_dbtp"],
+            "leakage_vs_vocals_db": leak["leakage_db"]}}, mix_figures_key(video, lang))
         lines = media_store.read_json(derived_key(video, "transcript", "transcript.json"))["lines"]
         results = [
             checks.loudness(figures["integrated_lufs"], figures["true_peak_dbtp"], settings.target_lufs)

@@ -10,7 +10,7 @@ import dagster as dg
 from .common import DOWNSTREAM, derived_key, materialized, output_key, video_of, workdir
 from .delivery import duration_report, final_video, target_languages_of_catalogue
 from .dubbing import speedup_stats
-from .mix import MIX_CHECKS, mix_settings, placed_dub
+from .mix import MIX_CHECKS, mix_settings, placed_dub, stored_mix_figures
 from .partitions import video_language_key, videos
 from .resources.engines import TtsEngine
 from .resources.media import probe
@@ -51,7 +51,7 @@ def _latest_checks(instance, video: str, languages: list[str]) -> list[dict]:
     return rows
 
 
-@dg.asset(partitions_def=videos, group_name="deliver", deps=[final_video], code_version="report-v3",
+@dg.asset(partitions_def=videos, group_name="deliver", deps=[final_video], code_version="report-v4",
           automation_condition=DOWNSTREAM)
 def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsEngine) -> dg.MaterializeResult:
     """Duration match, speed-ups, loudness over time, leakage, speakers, per-line table and checks."""
@@ -81,14 +81,18 @@ def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, t
             samples = AudioFile(files.enter_context(media_store.open_local(derived_key(video, lang, "final_mix.wav"))))
             rate = samples.sample_rate
             curves[lang] = loudness_over_time(samples, rate)
-            leak = voice_leakage_db(samples, rate, vocals, vocals_rate, dub_track, dub_rate)
+            # final_mix's own measurements of this very mix; measured here only for a mix stored
+            # without them (made before they were kept)
+            figures = stored_mix_figures(media_store, video, lang) or {
+                "integrated_lufs": round(integrated_loudness(samples, rate), 2),
+                "true_peak_dbtp": round(true_peak_db(samples), 2),
+                "leakage_vs_vocals_db": voice_leakage_db(samples, rate, vocals, vocals_rate, dub_track,
+                                                         dub_rate)["leakage_db"]}
             # Round-trip WER per line comes from the on-demand dub_quality asset, when it was materialized.
             quality_key = derived_key(video, lang, "dub_quality.json")
             wer_by_line = ({row["index"]: row["wer"] for row in media_store.read_json(quality_key)["roundtrip"]["lines"]}
                            if media_store.exists(quality_key) else {})
-            sections.append(_section(lang, dub, source_lines, wer_by_line=wer_by_line, figures={
-                "integrated_lufs": round(integrated_loudness(samples, rate), 2),
-                "true_peak_dbtp": round(true_peak_db(samples), 2), "leakage_vs_vocals_db": leak["leakage_db"]}))
+            sections.append(_section(lang, dub, source_lines, wer_by_line=wer_by_line, figures=figures))
         lines = transcript["lines"]
         report = {
             "video": video, "source": source["object_key"], "durations": durations,

@@ -87,6 +87,13 @@ def test_final_mix_loudness_and_report(dubbed):
     assert abs(pt["integrated_lufs"] - (-16.0)) <= 1.0
     assert report["durations"]["max_stream_delta_frames"] <= 1.0
     assert report["speaker_count"] >= 2
+    # the report takes these from final_mix instead of measuring again: they describe the stored mix
+    from octavia_assets.resources.mixing import AudioFile, integrated_loudness, true_peak_db
+    (stored,) = (dubbed["home"] / "media" / "derived").glob("*/pt/final_mix.wav")
+    assert (stored.parent / "final_mix.json").is_file()
+    mix = AudioFile(stored)
+    assert abs(pt["integrated_lufs"] - integrated_loudness(mix, mix.sample_rate)) < 0.02
+    assert abs(pt["true_peak_dbtp"] - true_peak_db(mix)) < 0.02
 
 
 @pytest.mark.slow
