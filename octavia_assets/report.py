@@ -51,6 +51,20 @@ def _latest_checks(instance, video: str, languages: list[str]) -> list[dict]:
     return rows
 
 
+def _mix_figures(media_store: MediaStore, files: contextlib.ExitStack, video: str, lang: str,
+                 mix: AudioFile, dub_track) -> dict:
+    """final_mix's own loudness, true peak and leakage of this very mix; measured here only for a
+    mix stored without them (made before they were kept)."""
+    stored = stored_mix_figures(media_store, video, lang)
+    if stored is not None:
+        return stored
+    vocals = AudioFile(files.enter_context(media_store.open_local(derived_key(video, "stems", "vocals.wav"))),
+                       mono=True)
+    leak = voice_leakage_db(mix, mix.sample_rate, vocals, vocals.sample_rate, dub_track, dub_track.sample_rate)
+    return {"integrated_lufs": round(integrated_loudness(mix, mix.sample_rate), 2),
+            "true_peak_dbtp": round(true_peak_db(mix), 2), "leakage_vs_vocals_db": leak["leakage_db"]}
+
+
 @dg.asset(partitions_def=videos, group_name="deliver", deps=[final_video], code_version="report-v4",
           automation_condition=DOWNSTREAM)
 def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsEngine) -> dg.MaterializeResult:
@@ -68,26 +82,15 @@ def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, t
     with contextlib.ExitStack() as files:
         original = AudioFile(files.enter_context(media_store.open_local(derived_key(video, "audio", "audio_44k.wav"))))
         orig_rate = original.sample_rate
-        vocals = AudioFile(files.enter_context(media_store.open_local(derived_key(video, "stems", "vocals.wav"))),
-                           mono=True)
-        vocals_rate = vocals.sample_rate
         source_lines = {ln["index"]: ln for ln in transcript["lines"]}
         languages = target_languages_of_catalogue()
         sections, curves, dubs = [], {}, {}
         for lang in languages:
             dub_track, dub = placed_dub(media_store, files, video, lang)
-            dub_rate = dub_track.sample_rate
             dubs[lang] = dub
             samples = AudioFile(files.enter_context(media_store.open_local(derived_key(video, lang, "final_mix.wav"))))
-            rate = samples.sample_rate
-            curves[lang] = loudness_over_time(samples, rate)
-            # final_mix's own measurements of this very mix; measured here only for a mix stored
-            # without them (made before they were kept)
-            figures = stored_mix_figures(media_store, video, lang) or {
-                "integrated_lufs": round(integrated_loudness(samples, rate), 2),
-                "true_peak_dbtp": round(true_peak_db(samples), 2),
-                "leakage_vs_vocals_db": voice_leakage_db(samples, rate, vocals, vocals_rate, dub_track,
-                                                         dub_rate)["leakage_db"]}
+            curves[lang] = loudness_over_time(samples, samples.sample_rate)
+            figures = _mix_figures(media_store, files, video, lang, samples, dub_track)
             # Round-trip WER per line comes from the on-demand dub_quality asset, when it was materialized.
             quality_key = derived_key(video, lang, "dub_quality.json")
             wer_by_line = ({row["index"]: row["wer"] for row in media_store.read_json(quality_key)["roundtrip"]["lines"]}

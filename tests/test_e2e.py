@@ -97,6 +97,27 @@ def test_final_mix_loudness_and_report(dubbed):
 
 
 @pytest.mark.slow
+def test_report_measures_a_mix_stored_without_final_mix_figures(dubbed, monkeypatch):
+    """A mix made before final_mix kept its figures: the report measures it, and gets the same."""
+    import dagster as dg
+
+    from octavia_assets.definitions import defs, stage_assets
+    media = dubbed["home"] / "media"
+    for name, value in (("DAGSTER_HOME", dubbed["home"]), ("OCTAVIA_MEDIA_ROOT", media), ("OCTAVIA_TARGET_LANGUAGES", "pt")):
+        monkeypatch.setenv(name, str(value))
+    (kept,) = (media / "derived").glob("*/pt/final_mix.json")
+    figures = json.loads(kept.read_text())["figures"]
+    kept.unlink()
+    with dg.DagsterInstance.get() as instance:
+        (video,) = instance.get_dynamic_partitions("videos")
+        assert dg.materialize(stage_assets, selection=["quality_report"], partition_key=video, instance=instance,
+                              resources=defs.resources).success
+    (pt,) = json.loads((media / "outputs" / video / "quality_report.json").read_text())["languages"]
+    for name, value in figures.items():
+        assert abs(pt[name] - value) < 0.02, name
+
+
+@pytest.mark.slow
 def test_delivery_tracks_subtitles_report_and_checks(dubbed):
     import subprocess
     out = dubbed["out"]
