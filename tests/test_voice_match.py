@@ -78,6 +78,51 @@ def test_voice_embeddings_are_computed_once_per_engine_version():
     assert synth.calls == 12
 
 
+def test_shipped_embeddings_are_used_instead_of_synthesizing(tmp_path, monkeypatch):
+    import gzip
+    synth, emb = Tones(), SpectrumEmbedder()
+    everything = {v: {0.5, -1.0} for v in ("low", "mid", "high")}
+    built = voice_embeddings(synth, emb, shifts=everything)
+    path = voice_match._cache_path(synth, emb, ["low", "mid", "high"])
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    path.with_suffix(".npz").unlink()
+    monkeypatch.setattr(voice_match, "SHIPPED_EMBEDDINGS", shipped)
+    calls = synth.calls
+    again = voice_embeddings(synth, emb, shifts=everything)
+    assert synth.calls == calls                          # nothing synthesized: the shipped table holds it all
+    assert all(np.allclose(built[v][s], again[v][s], atol=1e-5) for v in built for s in built[v])
+    voice_embeddings(synth, emb, shifts={"low": {2.0}})  # a shift the table lacks is computed
+    assert synth.calls > calls
+    synth.version = "tones-2"                            # another engine version: the table is not used
+    calls = synth.calls
+    voice_embeddings(synth, emb)
+    assert synth.calls == calls + 6
+
+
+def test_shipped_kokoro_embeddings_are_what_the_engine_computes():
+    """The shipped table (scripts/build_voice_embeddings.py) against a fresh synthesis and embedding
+    of one voice at two shifts: same model, same numbers (CAM++ cosine, up to float16 audio and CPU)."""
+    from octavia_assets.resources.engines import TtsEngine, _embedder
+    synth = TtsEngine().get()
+    if synth.name != "kokoro":
+        pytest.skip("the offline Kokoro engine is not installed")
+    emb = _embedder("campplus")
+    voices = [v.id for v in synth.voices()]
+    path = voice_match._cache_path(synth, emb, voices)
+    shipped = voice_match.SHIPPED_EMBEDDINGS / f"{path.name}.gz"
+    assert shipped.is_file(), f"no shipped table for this engine: run scripts/build_voice_embeddings.py ({shipped.name})"
+    table = voice_match._load_cache(shipped)
+    assert set(table) == set(voices)
+    assert all(len(by) == 25 for by in table.values())     # -3..+3 st on the 0.25 st grid
+    audio = voice_match._voice_audio(synth, "jm_kumo")
+    for shift in (0.0, 1.25):
+        fresh = voice_match._embed_shifted(synth, emb, audio, shift)
+        assert float(fresh @ table["jm_kumo"][shift]) > 0.99
+
+
 def _flat(vec):
     v = np.asarray(vec, float) / np.linalg.norm(vec)
     return {s: v for s in voice_match.PITCH_GRID}

@@ -17,6 +17,7 @@ number of voices, fall back to the pitch/gender rules of :func:`.tts.choose_voic
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import itertools
 import json
@@ -54,6 +55,10 @@ MAX_ASSIGNMENTS = 200_000
 # shift it will be heard with, and the embeddings of a shift are reused across speakers and videos.
 SHIFT_STEP = 0.25
 EMBED_VERSION = "voice-embed-v1"          # how voices are embedded (part of the cache key)
+# Embeddings of the offline engine's voices at every shift a speaker can be given, computed once with
+# scripts/build_voice_embeddings.py and shipped (gzipped cache files, same names and keys): a first dub
+# then synthesizes no voice at all (about 2 min on 2 cores otherwise). Used only when its key matches.
+SHIPPED_EMBEDDINGS = Path(__file__).with_name("data") / "voice_embeddings"
 CHOOSER_VERSION = "campp-match-v6"        # how voices are chosen (the voices stage's version)
 
 
@@ -81,7 +86,8 @@ def _cache_path(synth, embedder, voices: list[str]) -> Path:
 
 def _load_cache(path: Path) -> dict[str, dict[float, np.ndarray]] | None:
     try:
-        doc = json.loads(path.read_text())
+        raw = path.read_bytes()
+        doc = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
         return {v: {float(k): np.asarray(e) for k, e in by.items()} for v, by in doc.items()}
     except (ValueError, OSError):
         return None                  # missing or damaged: recomputed
@@ -122,7 +128,8 @@ def voice_embeddings(synth, embedder, voices: list[str] | None = None,
     voices = list(voices if voices is not None else [v.id for v in synth.voices()])
     path = _cache_path(synth, embedder, voices)
     audio_path = path.with_suffix(".npz")
-    out = _load_cache(path) if path.exists() else None
+    shipped = SHIPPED_EMBEDDINGS / f"{path.name}.gz"
+    out = (_load_cache(shipped) if shipped.is_file() else None) or (_load_cache(path) if path.exists() else None)
     def missing_shifts(cached):
         return {v: {float(x) for x in (shifts or {}).get(v, ())} - set(cached[v]) for v in voices}
 
