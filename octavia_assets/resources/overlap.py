@@ -70,9 +70,10 @@ class SegmentationModel:
         starts = list(np.arange(0.0, duration - WINDOW_S, self.step_s))
         return starts + [duration - WINDOW_S]       # the last window ends at the end of the file
 
-    def iter_windows(self, path: Path):
+    def iter_windows(self, path: Path, with_audio: bool = False):
         """(window start s, powerset probabilities (frames, 7)) of a 16 kHz mono file, read window by
-        window (memory does not grow with the file)."""
+        window (memory does not grow with the file). ``with_audio``: (start, probabilities, the
+        window's float samples, zero-padded past the end of the file)."""
         import torch
 
         net = self._load()
@@ -89,7 +90,11 @@ class SegmentationModel:
                         f.seek(min(round(s * SAMPLE_RATE), f.frames))
                         piece = f.read(width, dtype="float32", always_2d=True).mean(axis=1)
                         chunk[i, 0, :len(piece)] = piece
-                    yield from zip(batch, net(torch.from_numpy(chunk)).exp().numpy())
+                    probs = net(torch.from_numpy(chunk)).exp().numpy()
+                    if with_audio:
+                        yield from zip(batch, probs, chunk[:, 0])
+                    else:
+                        yield from zip(batch, probs)
 
 
 _MEMBERS = np.array([[k in s for k in range(N_LOCAL)] for s in _powerset_sets()], np.float32)   # (7, 3)
