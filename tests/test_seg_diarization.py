@@ -67,7 +67,7 @@ def _two_voice_windows(n_windows=30, frames=100, seed=0):
 
 def test_clustering_finds_two_voices_whatever_the_local_order():
     local, emb, clean, truth = _two_voice_windows()
-    hard, n, stats = cluster_local_speakers(local, emb, clean, threshold=0.75)
+    hard, n, _ = cluster_local_speakers(local, emb, clean, threshold=0.75)
     assert n == 2
     assert (hard[:, 2] == -1).all()                                   # the silent local speaker
     same = hard[:, :2] == truth[:, :2]
