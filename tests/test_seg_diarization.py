@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from octavia_assets.resources.seg_diarization import (
     cluster_local_speakers,
     reconstruct,
 )
-from octavia_assets.resources.types import SpeakerTurn
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 DEV = MEDIA / "composites" / "dev"
@@ -236,23 +234,13 @@ def test_repeated_clips_keep_the_speaker_count(dev_16k, engine, tmp_path):
     """The idea of test_diarization's test of the same name: the dev composite's utterances laid
     end to end twice (shuffled, new pauses; 121 s). Thresholds were chosen so that this and a
     4-repeat (241 s) input keep their 4 speakers."""
+    from octavia_assets.evaluation import repeated_dialogue
+
     reference = json.loads((DEV / "reference.json").read_text())
     audio, rate = sf.read(str(dev_16k("dialogue")), dtype="int16")
-    rng, pieces, ref, t = random.Random(3), [np.zeros(RATE, np.int16)], [], 1.0
-    for _ in range(2):
-        utterances = reference["utterances"][:]
-        rng.shuffle(utterances)
-        for u in utterances:
-            pieces.append(audio[int(u["start"] * rate):int(u["end"] * rate)])
-            ref += [SpeakerTurn(start=round(t + max(r["start"], u["start"]) - u["start"], 3),
-                                end=round(t + min(r["end"], u["end"]) - u["start"], 3), speaker=r["speaker"])
-                    for r in reference["turns"]
-                    if r["speaker"] == u["speaker"] and min(r["end"], u["end"]) > max(r["start"], u["start"])]
-            pause = rng.uniform(0.6, 2.5)
-            t += u["end"] - u["start"] + pause
-            pieces.append(np.zeros(int(pause * rate), np.int16))
+    samples, ref, t = repeated_dialogue(audio, rate, reference, repeats=2, seed=3)
     path = tmp_path / "repeated.wav"
-    sf.write(str(path), np.concatenate(pieces), rate, subtype="PCM_16")
+    sf.write(str(path), samples, rate, subtype="PCM_16")
     hyp = engine.diarize(path)
     score = der(ref, hyp, collar=0.25)
     print(f"\n{t:.0f} s: {len(_speakers(hyp))} speakers (ref 4), DER c0.25 {score:.3f}, {engine.last_stats}")
