@@ -4,7 +4,7 @@ octavia_assets/resources/data/voice_embeddings/. Run it again after a change of 
 version, its voices, the embedder or voice_match's EMBED_* settings (the file name is the cache key,
 so a stale table is simply not used).
 
-    .venv/bin/python scripts/build_voice_embeddings.py        # about 10 min on 2 cores
+    .venv/bin/python scripts/build_voice_embeddings.py        # 15-40 min on 2 cores (39 min on a shared machine)
 """
 from __future__ import annotations
 
