@@ -94,8 +94,12 @@ def test_shipped_embeddings_are_used_instead_of_synthesizing(tmp_path, monkeypat
     again = voice_embeddings(synth, emb, shifts=everything)
     assert synth.calls == calls                          # nothing synthesized: the shipped table holds it all
     assert all(np.allclose(built[v][s], again[v][s], atol=1e-5) for v in built for s in built[v])
-    voice_embeddings(synth, emb, shifts={"low": {2.0}})  # a shift the table lacks is computed
+    voice_embeddings(synth, emb, shifts={"low": {2.0}})  # a shift the table lacks is computed ...
     assert synth.calls > calls
+    calls, embedded = synth.calls, []
+    monkeypatch.setattr(emb, "embed", lambda wav, _embed=emb.embed: embedded.append(1) or _embed(wav))
+    beside = voice_embeddings(synth, emb, shifts={"low": {2.0, 0.5}})   # ... once, and kept beside the table's
+    assert synth.calls == calls and not embedded and {0.5, 2.0} <= set(beside["low"])
     synth.version = "tones-2"                            # another engine version: the table is not used
     calls = synth.calls
     voice_embeddings(synth, emb)

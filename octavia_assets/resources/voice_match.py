@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def _load_cache(path: Path) -> dict[str, dict[float, np.ndarray]] | None:
         raw = path.read_bytes()
         doc = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
         return {v: {float(k): np.asarray(e) for k, e in by.items()} for v, by in doc.items()}
-    except (ValueError, OSError):
+    except (ValueError, OSError, EOFError, zlib.error):
         return None                  # missing or damaged: recomputed
 
 
@@ -129,7 +130,10 @@ def voice_embeddings(synth, embedder, voices: list[str] | None = None,
     path = _cache_path(synth, embedder, voices)
     audio_path = path.with_suffix(".npz")
     shipped = SHIPPED_EMBEDDINGS / f"{path.name}.gz"
-    out = (_load_cache(shipped) if shipped.is_file() else None) or (_load_cache(path) if path.exists() else None)
+    out = _load_cache(path) if path.exists() else None
+    table = _load_cache(shipped) if shipped.is_file() else None
+    if table:                        # the shipped shifts, and any other this machine has computed
+        out = {v: {**table.get(v, {}), **(out or {}).get(v, {})} for v in table.keys() | (out or {}).keys()}
     def missing_shifts(cached):
         return {v: {float(x) for x in (shifts or {}).get(v, ())} - set(cached[v]) for v in voices}
 
