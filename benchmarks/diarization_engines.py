@@ -29,14 +29,14 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+from octavia_assets.evaluation import default_media_root, repeated_dialogue  # noqa: E402
+
+MEDIA = default_media_root()
 DEV = MEDIA / "composites" / "dev"
 RATE = 16000
 
 
 def _long_input(dialogue16k: Path, repeats: int, seed: int):
-    from octavia_assets.evaluation import repeated_dialogue
-
     reference = json.loads((DEV / "reference.json").read_text())
     audio, rate = sf.read(str(dialogue16k), dtype="int16")
     samples, ref, _ = repeated_dialogue(audio, rate, reference, repeats, seed)

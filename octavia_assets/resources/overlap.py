@@ -114,6 +114,26 @@ def _nearest_distance(active: np.ndarray) -> np.ndarray:
     return out
 
 
+def activity_to_turns(active: np.ndarray, names: list[str], centres: np.ndarray, step: float, duration: float,
+                      min_gap_s: float = 0.0) -> list[SpeakerTurn]:
+    """Runs of active frames of ``active`` (frames, speakers) as turns of ``names``; frame f stands for
+    [centres[f] - step/2, centres[f] + step/2), clipped to [0, duration]. Gaps of one speaker shorter
+    than ``min_gap_s`` are bridged."""
+    turns = []
+    for g, name in enumerate(names):
+        edges = np.diff(np.concatenate([[0], active[:, g].astype(np.int8), [0]]))
+        runs: list[list[int]] = []
+        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            if runs and (a - runs[-1][1]) * step < min_gap_s:
+                runs[-1][1] = b
+            else:
+                runs.append([a, b])
+        turns += [SpeakerTurn(start=round(max(0.0, centres[a] - step / 2), 3),
+                              end=round(min(duration, centres[b - 1] + step / 2), 3), speaker=name)
+                  for a, b in runs]
+    return turns
+
+
 class OverlapAwareDiarizer(Diarizer):
     """A diarizer's turns corrected with pyannote segmentation-3.0 (overlap and speech activity).
 
@@ -222,14 +242,7 @@ class OverlapAwareDiarizer(Diarizer):
         stats = {"overlap_s": round(added * step, 3), "speech_added_s": round(len(missed) * step, 3),
                  "speech_removed_s": round(float((base.any(axis=1) & covered & ~is_speech).sum()) * step, 3)}
 
-        out = []
-        for g, name in enumerate(speakers):
-            edges = np.diff(np.concatenate([[0], act[:, g].astype(np.int8), [0]]))
-            for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-                # frame f stands for [centre - step/2, centre + step/2)
-                out.append(SpeakerTurn(start=round(max(0.0, centres[a] - step / 2), 3),
-                                       end=round(min(duration, centres[b - 1] + step / 2), 3), speaker=name))
-        return relabel_by_first_appearance(out), stats
+        return relabel_by_first_appearance(activity_to_turns(act, speakers, centres, step, duration)), stats
 
 
 @functools.lru_cache(maxsize=4)

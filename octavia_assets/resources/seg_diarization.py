@@ -56,7 +56,7 @@ from .diarization import (
     kaldi_fbank,
     relabel_by_first_appearance,
 )
-from .overlap import _MEMBERS, N_LOCAL, _segmentation_model
+from .overlap import _MEMBERS, N_LOCAL, _segmentation_model, activity_to_turns
 from .types import SpeakerTurn
 
 _FBANK_STEP = 0.010          # Kaldi frame shift
@@ -275,18 +275,6 @@ def reconstruct(starts, local: np.ndarray, hard: np.ndarray, n_clusters: int, du
     binary = np.zeros_like(activity, dtype=bool)
     np.put_along_axis(binary, order, keep, axis=1)
 
-    centres = np.arange(n) * step + half
-    turns = []
-    for c in range(n_clusters):
-        edges = np.diff(np.concatenate([[0], binary[:, c].astype(np.int8), [0]]))
-        merged: list[list[int]] = []
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            if merged and (a - merged[-1][1]) * step < min_duration_off:
-                merged[-1][1] = b
-            else:
-                merged.append([a, b])
-        for a, b in merged:
-            # frame f stands for [centre - step/2, centre + step/2)
-            turns.append(SpeakerTurn(start=round(max(0.0, centres[a] - step / 2), 3),
-                                     end=round(min(duration, centres[b - 1] + step / 2), 3), speaker=str(c)))
+    turns = activity_to_turns(binary, [str(c) for c in range(n_clusters)], np.arange(n) * step + half, step,
+                              duration, min_gap_s=min_duration_off)
     return relabel_by_first_appearance([t for t in turns if t.end > t.start])
