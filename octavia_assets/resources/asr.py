@@ -241,6 +241,10 @@ class FasterWhisperTranscriber(Transcriber):
     LID_SCAN_SECONDS = 300.0   # ... found within the first 5 minutes of the file
     CHUNK_LID_MIN_S = 2.0      # shortest chunk whose own language is identified (chunk_languages)
     TOKENS_BASE, TOKENS_PER_S, MAX_TOKENS = 32, 20.0, 400   # decoding budget per window (see below)
+    # The encoder sees a chunk (6-12 s) plus 3 s of padding, at least 15 s, instead of Whisper's
+    # padded 30 s: its cost is about 4x lower (it was over half of the transcription's CPU) for the
+    # same words (benchmarks/asr_window.py measures both on the benchmark's 10-minute input).
+    WINDOW_MIN_S, WINDOW_PAD_S = 15.0, 3.0
 
     def __init__(self, model: str = BASE, cpu_threads: int | None = None,
                  cache_dir: str | os.PathLike | None = None):
@@ -257,6 +261,7 @@ class FasterWhisperTranscriber(Transcriber):
         else:
             self.version = (f"faster-whisper-{_fw_version()}+whisper-tiny.en@{_TINY_EN_SHA_PREFIX}"
                             f"+int8+beam{self.BEAM_SIZE}")
+        self.version += f"+window{self.WINDOW_MIN_S:g}s"
 
     # -- model -------------------------------------------------------------------------------------
     @property
@@ -276,6 +281,7 @@ class FasterWhisperTranscriber(Transcriber):
                 self._model = _reusing_encoder(WhisperModel)(
                     str(path), device="cpu", compute_type="int8", cpu_threads=self.cpu_threads,
                     local_files_only=True)
+                self._model.window_s = (self.WINDOW_MIN_S, self.WINDOW_PAD_S)
             return self._model
 
     @property
@@ -329,8 +335,8 @@ class FasterWhisperTranscriber(Transcriber):
 
     def transcribe_in_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk], main_language: str,
                                 min_probability: float) -> list[ChunkTranscript]:
-        """Language id and decoding of each chunk back to back, sharing one encoder pass (Whisper
-        encodes a padded 30-s window however short the chunk: the pass costs as much as the decode)."""
+        """Language id and decoding of each chunk back to back, sharing one encoder pass (the pass
+        costs about as much as the decode)."""
         if not self.multilingual:
             return super().transcribe_in_languages(wav16k_path, chunks, main_language, min_probability)
         out = []
@@ -421,15 +427,32 @@ class FasterWhisperTranscriber(Transcriber):
 
 
 def _reusing_encoder(whisper_model_class):
-    """WhisperModel whose ``encode`` returns the ``primed`` (window, output) pair's output when asked
-    to encode that very window again (bit-equal input: the same output, one encoder pass saved)."""
+    """WhisperModel whose ``encode`` (a) returns the ``primed`` (window, output) pair's output when asked
+    to encode that very window again (bit-equal input: the same output, one encoder pass saved), and
+    (b) when ``window_s`` is set, drops the zero padding faster-whisper adds to fill 30 s beyond
+    what that window needs (see :func:`trim_padding`)."""
     class ReusingEncoder(whisper_model_class):
         primed = None
+        window_s: tuple[float, float] | None = None     # (shortest window, padding after the audio)
 
         def encode(self, features):
             if self.primed is not None:
                 window, encoded = self.primed
                 if features.shape == window.shape and np.array_equal(features, window):
                     return encoded
+            if self.window_s is not None:
+                features = trim_padding(features, *self.window_s)
             return super().encode(features)
     return ReusingEncoder
+
+
+def trim_padding(features: np.ndarray, min_window_s: float, pad_s: float) -> np.ndarray:
+    """Whisper log-mel ``features`` (100 frames/s, zero columns after the audio, as faster-whisper's
+    ``pad_or_trim`` pads them) cut to the audio plus ``pad_s`` of padding, at least ``min_window_s``,
+    rounded up to whole seconds; never longer than they are."""
+    frames_per_s = 100
+    audio_frames = np.flatnonzero(np.abs(features).reshape(-1, features.shape[-1]).max(axis=0) > 0)
+    content = int(audio_frames[-1]) + 1 if audio_frames.size else 0
+    frames = max(round(min_window_s * frames_per_s), content + round(pad_s * frames_per_s))
+    frames = -(-frames // frames_per_s) * frames_per_s
+    return features[..., :min(features.shape[-1], frames)]
