@@ -34,7 +34,12 @@ def main() -> int:
     from benchmarks.run import build_input
     from octavia_assets import evaluation as ev
     from octavia_assets.resources.asr import FasterWhisperTranscriber
-    from octavia_assets.resources.engines import DiarizationEngine, SeparationEngine, VadEngine, configured_engine
+    from octavia_assets.resources.engines import (
+        DiarizationEngine,
+        SeparationEngine,
+        VadEngine,
+        configured_engine,
+    )
     from octavia_assets.resources.metrics import word_error_rate
 
     composite = build_input(args.minutes).parent
@@ -57,13 +62,10 @@ def main() -> int:
             results = transcriber.transcribe_in_languages(vocals16k, chunks, "en", 0.5)
             cpu = time.process_time() - started
             words_of[name] = [r.words for r in results]
-            flat = [w for r in results for w in r.words]
-            refs, hyps = [], []
-            for u in reference["utterances"]:
-                if u.get("transcript") and u["language"] == "en":
-                    refs.append(u["transcript"])
-                    hyps.append(" ".join(w.text for w in flat if u["start"] <= (w.start + w.end) / 2 < u["end"]))
-            rows.append([name, round(cpu, 1), round(word_error_rate(refs, hyps), 4), len(refs)])
+            english = [u for u in reference["utterances"] if u.get("transcript") and u["language"] == "en"]
+            hyps = ev.utterance_hypotheses(english, [w for r in results for w in r.words])
+            rows.append([name, round(cpu, 1), round(word_error_rate([u["transcript"] for u in english], hyps), 4),
+                         len(english)])
     base = words_of[next(iter(SETTINGS))]
     print("| encoder window | transcription CPU s | WER (en utterances) | utterances | agreement WER with 30 s "
           "| word start+end difference mean / p95 s |")

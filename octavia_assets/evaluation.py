@@ -209,6 +209,11 @@ def eval_clips(speech: Path, transcriber, manifest: dict) -> tuple[Section, Sect
     return wer_section, lid
 
 
+def utterance_hypotheses(utterances: list[dict], words) -> list[str]:
+    """Each reference utterance's hypothesis: the transcribed words whose midpoint falls inside it."""
+    return [" ".join(w.text for w in words if u["start"] <= (w.start + w.end) / 2 < u["end"]) for u in utterances]
+
+
 def eval_composite_asr(vocals16k: Path, built: list[Chunk], reference: dict, transcriber) -> Section:
     """End to end: the pipeline's chunks of the separated vocals, words assigned to the reference
     utterance that contains their midpoint, WER per utterance."""
@@ -226,17 +231,13 @@ def eval_composite_asr(vocals16k: Path, built: list[Chunk], reference: dict, tra
                           or (w.end >= c.end - 0.005 and w.end - w.start < 0.08))
     section = Section("Transcription end to end (dev composite: separated vocals, pipeline chunks)",
                       ["utterance", "lang", "WER", "words ref/hyp"])
-    refs, hyps = [], []
-    for u in reference["utterances"]:
-        if not u.get("transcript"):
-            continue
-        hyp = " ".join(w.text for w in words if u["start"] <= (w.start + w.end) / 2 < u["end"])
-        refs.append(u["transcript"])
-        hyps.append(hyp)
+    transcribed = [u for u in reference["utterances"] if u.get("transcript")]
+    hyps = utterance_hypotheses(transcribed, words)
+    refs = [u["transcript"] for u in transcribed]
+    for u, hyp in zip(transcribed, hyps):
         section.rows.append([u["id"], u["language"], round(word_error_rate([u["transcript"]], [hyp]), 3),
                              f"{len(normalise_text(u['transcript']).split())}/{len(normalise_text(hyp).split())}"])
-    en = [(r, h) for (r, h), u in zip(zip(refs, hyps), [u for u in reference["utterances"] if u.get("transcript")])
-          if u["language"] == "en"]
+    en = [(r, h) for r, h, u in zip(refs, hyps, transcribed) if u["language"] == "en"]
     section.rows.append(["ALL en", "en", round(word_error_rate([r for r, _ in en], [h for _, h in en]), 3), ""])
     section.rows.append(["ALL", "", round(word_error_rate(refs, hyps), 3), ""])
     section.notes.append(f"whole-file language detected: {language}; words clipped at a chunk edge "
