@@ -16,8 +16,8 @@ import soundfile as sf
 from octavia_assets.resources import asr as asr_mod
 from octavia_assets.resources.asr import ChunkTranscript, FasterWhisperTranscriber, ModelUnavailable
 from octavia_assets.resources.types import Chunk
+from tests.conftest import SHARED_MEDIA as MEDIA
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SPEECH = MEDIA / "speech"
 COMPOSITE = MEDIA / "composites" / "dev"
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ import soundfile as sf
 from octavia_assets.resources import media
 from octavia_assets.resources.chunking import SileroSpeechDetector, make_chunks
 from octavia_assets.resources.types import Chunk
+from tests.conftest import SHARED_MEDIA as MEDIA
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 DEV = MEDIA / "composites" / "dev"
 
 

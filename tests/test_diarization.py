@@ -32,8 +32,8 @@ from octavia_assets.resources.diarization import (
     yin_f0,
 )
 from octavia_assets.resources.types import SpeakerTurn
+from tests.conftest import SHARED_MEDIA as MEDIA
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 DEV = MEDIA / "composites" / "dev"
 SPEECH = MEDIA / "speech"
 RATE = 16000

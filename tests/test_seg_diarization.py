@@ -22,8 +22,8 @@ from octavia_assets.resources.seg_diarization import (
     cluster_local_speakers,
     reconstruct,
 )
+from tests.conftest import SHARED_MEDIA as MEDIA
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 DEV = MEDIA / "composites" / "dev"
 AMI = MEDIA / "diarization"
 RATE = 16000

@@ -11,8 +11,8 @@ import soundfile as sf
 from octavia_assets.resources import separation
 from octavia_assets.resources.metrics import si_sdr
 from octavia_assets.resources.separation import SPLEETER_INSTALL_HINT, SpleeterSeparator
+from tests.conftest import SHARED_MEDIA as MEDIA
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 DEV = MEDIA / "composites" / "dev"
 RATE = 44100
 
