@@ -3,7 +3,9 @@ plots, and Dagster metadata (markdown with the plots inline, JSON)."""
 
 import base64
 import contextlib
+import itertools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -14,7 +16,13 @@ from .mix import MIX_CHECKS, mix_settings, placed_dub, stored_mix_figures
 from .partitions import video_language_key, videos
 from .resources.engines import TtsEngine
 from .resources.media import probe
-from .resources.mixing import AudioFile, integrated_loudness, loudness_over_time, true_peak_db, voice_leakage_db
+from .resources.mixing import (
+    AudioFile,
+    integrated_loudness,
+    loudness_over_time,
+    true_peak_db,
+    voice_leakage_db,
+)
 from .resources.report_html import loudness_plot, render_html, speaker_timeline, speedup_histogram
 from .resources.storage import MediaStore
 
@@ -26,7 +34,7 @@ def _section(lang: str, dub: dict, source_lines: dict[int, dict], figures: dict,
                  "roundtrip_wer": wer_by_line.get(ln["index"])}
               for ln in lines]
     return {"language": lang, "lines": len(lines), "lines_not_fitting": sum(not ln["fits"] for ln in lines),
-            "overlaps": sum(1 for a, b in zip(lines, lines[1:]) if a["end"] > b["start"] + 1e-3),
+            "overlaps": sum(1 for a, b in itertools.pairwise(lines) if a["end"] > b["start"] + 1e-3),
             **figures, **speedup_stats([ln["speedup"] for ln in lines]), "chunks": chunks}
 
 
@@ -79,9 +87,13 @@ def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, t
         durations = duration_report(source, probe(path))
     # Tracks are measured from their files a block at a time (AudioFile), never loaded whole: memory
     # stays flat in the video's length. The files stay open (local) until the report is built.
-    with contextlib.ExitStack() as files:
+    with contextlib.ExitStack() as files, ThreadPoolExecutor(1) as pool:
         original = AudioFile(files.enter_context(media_store.open_local(derived_key(video, "audio", "audio_44k.wav"))))
         orig_rate = original.sample_rate
+        # the original's figures on a second thread while the mixes are measured (the K-weighting
+        # filters release the GIL for part of their work)
+        original_lufs = pool.submit(integrated_loudness, original, orig_rate)
+        original_curve = pool.submit(loudness_over_time, original, orig_rate)
         source_lines = {ln["index"]: ln for ln in transcript["lines"]}
         languages = target_languages_of_catalogue()
         sections, curves, dubs = [], {}, {}
@@ -102,11 +114,11 @@ def quality_report(context: dg.AssetExecutionContext, media_store: MediaStore, t
             "source_language": transcript["language"], "speaker_count": len(speaker_map["speakers"]),
             "transcript_lines": len(lines), "target_lufs": target, "speedup_cap": tts.max_speedup,
             "mean_asr_confidence": round(sum(ln["confidence"] for ln in lines) / len(lines), 3) if lines else 0.0,
-            "original_integrated_lufs": round(integrated_loudness(original, orig_rate), 2),
+            "original_integrated_lufs": round(original_lufs.result(), 2),
             "languages": sections, "checks": _latest_checks(context.instance, video, languages),
         }
         plots = {
-            "loudness": loudness_plot(loudness_over_time(original, orig_rate), curves, target),
+            "loudness": loudness_plot(original_curve.result(), curves, target),
             "speedups": speedup_histogram({lang: [ln["speedup"] for ln in d["lines"]] for lang, d in dubs.items()},
                                           tts.max_speedup),
             "speakers": speaker_timeline(speaker_map["turns"], {lang: d["lines"] for lang, d in dubs.items()},

@@ -106,3 +106,20 @@ def test_final_video_blocking_check_stops_delivery_on_a_dropped_line(media_store
         assert evaluations["duration_match"].passed and evaluations["speedup_cap"].passed
         done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events() for e in [e.materialization]}
         assert "quality_report" not in done
+
+
+def test_a_track_that_cannot_be_encoded_fails_clearly_and_leaves_nothing(tmp_path):
+    import pytest
+
+    from octavia_assets.resources.media import MediaError
+    src = probe(SAMPLE_VIDEO)
+    rate = 48000
+    good = tmp_path / "pt.wav"
+    write_audio(good, np.zeros((int(src.duration * rate), 2), np.float32), rate)
+    broken = tmp_path / "es.wav"
+    broken.write_bytes(b"not audio")
+    out = tmp_path / "out.mp4"
+    with pytest.raises(MediaError, match="encoding the es dub audio"):
+        mux(SAMPLE_VIDEO, [AudioTrack(str(good), "pt", "pt dub"), AudioTrack(str(broken), "es", "es dub")],
+            src.duration, out)
+    assert not out.exists() and not list(tmp_path.glob(".*.part"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def _bitrate_for(bitrate: str, channels: int) -> str:
     return f"{int(float(bitrate[:-1]) * max(1, channels) / 2)}k"
 
 
+def _encode_track(video_path: str, t: AudioTrack, duration_s: float, codec: str, bitrate: str, dest: Path) -> None:
+    """One audio track encoded alone, padded/trimmed to exactly ``duration_s``."""
+    rate = t.sample_rate if t.sample_rate in AAC_SAMPLE_RATES else 48000
+    n = round(duration_s * rate)
+    stream = (ffmpeg.input(t.path)[t.stream].filter("aresample", rate).filter("apad", whole_len=n)
+              .filter("atrim", end_sample=n))
+    run_ffmpeg(ffmpeg.output(stream, str(dest), acodec=codec, ar=rate, f="mp4", map_metadata="-1",
+                             **{"b:a": _bitrate_for(bitrate, t.channels)}),
+               f"encoding the {t.title} audio of {Path(video_path).name}")
+
+
 def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: float, out_path: str | os.PathLike,
         keep_original_audio: bool = False, audio_codec: str = "aac", audio_bitrate: str = "192k",
         original_language: str | None = None, subtitles: list[SubtitleTrack] = (),
@@ -60,39 +72,39 @@ def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: flo
 
     Every audio track is padded/trimmed to the same sample count, so each stream ends with the
     video; tracks at a sample rate AAC cannot carry are resampled to 48 kHz; multichannel (5.1)
-    tracks keep their layout.
+    tracks keep their layout. The tracks are encoded at once, one ffmpeg each (an encoder uses one
+    core), then muxed with the video by stream copy.
     """
-    src = ffmpeg.input(str(video_path))
     all_tracks = list(tracks)
     if keep_original_audio:
         all_tracks.append(original_audio or AudioTrack(str(video_path), original_language or "und", "Original"))
-    streams = [src["v:0"]] if has_video else []   # an audio-only upload gets an audio-only MP4
-    args: dict[str, str] = {}
-    for i, t in enumerate(all_tracks):
-        rate = t.sample_rate if t.sample_rate in AAC_SAMPLE_RATES else 48000
-        n = int(round(duration_s * rate))
-        inp = src if t.path == str(video_path) else ffmpeg.input(t.path)
-        streams.append(inp[t.stream].filter("aresample", rate).filter("apad", whole_len=n)
-                       .filter("atrim", end_sample=n))
-        args[f"metadata:s:a:{i}"] = f"language={iso639_2(t.language)}"
-        args[f"disposition:a:{i}"] = "default" if i == 0 else "0"
-        args[f"b:a:{i}"] = _bitrate_for(audio_bitrate, t.channels)
-        args[f"ar:a:{i}"] = str(rate)
-    args.update({"c:v": "copy", "c:a": audio_codec, "t": f"{duration_s:.6f}", "movflags": "+faststart",
-                 "map_metadata": "-1", "f": "mp4"})
-    if subtitles:
-        args["c:s"] = "mov_text"
-    # Track titles: MP4 keeps a track's name in its handler (hdlr), which players show; set through a
-    # second metadata option addressed by absolute stream index (ffmpeg-python takes each name once).
-    for i, t in enumerate(all_tracks):
-        args[f"metadata:s:{int(has_video) + i}"] = f"handler_name={t.title}"
-    for i, sub in enumerate(subtitles):
-        args[f"metadata:s:{int(has_video) + len(all_tracks) + i}"] = f"handler_name={sub.title}"
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.part")
-    with tempfile.TemporaryDirectory(prefix="octavia-subs-") as pad_dir:
+    with tempfile.TemporaryDirectory(prefix="octavia-mux-") as work_dir:
+        work = Path(work_dir)
+        encoded = [work / f"audio{i}.m4a" for i in range(len(all_tracks))]
+        with ThreadPoolExecutor(max(1, min(len(all_tracks), os.cpu_count() or 1))) as pool:
+            for job in [pool.submit(_encode_track, str(video_path), t, duration_s, audio_codec, audio_bitrate, dest)
+                        for t, dest in zip(all_tracks, encoded)]:
+                job.result()
+        streams = [ffmpeg.input(str(video_path))["v:0"]] if has_video else []   # audio-only upload: audio-only MP4
+        streams += [ffmpeg.input(str(path))["a:0"] for path in encoded]
+        args: dict[str, str] = {}
+        for i, t in enumerate(all_tracks):
+            args[f"metadata:s:a:{i}"] = f"language={iso639_2(t.language)}"
+            args[f"disposition:a:{i}"] = "default" if i == 0 else "0"
+        args.update({"c:v": "copy", "c:a": "copy", "t": f"{duration_s:.6f}", "movflags": "+faststart",
+                     "map_metadata": "-1", "f": "mp4"})
+        if subtitles:
+            args["c:s"] = "mov_text"
+        # Track titles: MP4 keeps a track's name in its handler (hdlr), which players show; set through a
+        # second metadata option addressed by absolute stream index (ffmpeg-python takes each name once).
+        for i, t in enumerate(all_tracks):
+            args[f"metadata:s:{int(has_video) + i}"] = f"handler_name={t.title}"
         for i, sub in enumerate(subtitles):
-            padded = _pad_subtitles_to(sub.path, duration_s, Path(pad_dir) / f"{i}.srt")
+            args[f"metadata:s:{int(has_video) + len(all_tracks) + i}"] = f"handler_name={sub.title}"
+        for i, sub in enumerate(subtitles):
+            padded = _pad_subtitles_to(sub.path, duration_s, work / f"{i}.srt")
             streams.append(ffmpeg.input(str(padded))["s:0"])
             args[f"metadata:s:s:{i}"] = f"language={iso639_2(sub.language)}"
             args[f"disposition:s:{i}"] = "0"
