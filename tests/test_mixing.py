@@ -154,3 +154,14 @@ def test_leakage_by_blocks_equals_the_whole_track(voice_len_s):
     assert got["leakage_db"] == pytest.approx(round(leak, 2), abs=0.011)
     assert got["floor_db"] == pytest.approx(round(floor, 2), abs=0.011)
     assert got == voice_leakage_db(mix, mix_rate, voice, voice_rate, dub, dub_rate)   # default blocks
+
+
+def test_normalisation_type_is_the_one_the_second_pass_used(tmp_path, background):
+    """loudnorm's first pass always reports "dynamic"; the stored type comes from the pass that normalised."""
+    dub = place_clips([(2.0, tone(600, 3.0, amp=0.5)), (7.0, tone(500, 3.0, amp=0.5))], 12.0, RATE)
+    quieter = mix(background, dub, RATE, 12.0, tmp_path / "quiet.wav", MixSettings(target_lufs=-23.0))
+    assert quieter["normalization_type"] == "linear"      # one gain down: no peak can pass the ceiling
+    clicks = np.zeros(12 * RATE, np.float32)
+    clicks[RATE::RATE] = 1.0                               # full-scale clicks over near silence
+    louder = mix(background, 0.02 * dub + clicks, RATE, 12.0, tmp_path / "loud.wav", MixSettings(target_lufs=-16.0))
+    assert louder["normalization_type"] == "dynamic"      # a gain up would push the clicks over it

@@ -311,18 +311,23 @@ def _resampled_span(sig: np.ndarray, rate: int, out_rate: int, a: int, b: int) -
     return out
 
 
-def _loudnorm_measure(path: Path, s: MixSettings) -> dict:
-    out = (ffmpeg.input(str(path)).filter("loudnorm", I=s.target_lufs, TP=s.true_peak_db, LRA=s.loudness_range,
-                                          print_format="json")
-           .output("-", format="null"))
+def _loudnorm_summary(stream, what: str) -> dict:
+    """Run an ffmpeg graph holding a loudnorm filter with ``print_format="json"``; its summary."""
     try:
-        _, err = out.global_args("-nostdin", "-hide_banner").run(capture_stdout=True, capture_stderr=True)
+        _, err = stream.overwrite_output().global_args("-nostdin", "-hide_banner").run(
+            capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as e:
-        raise MediaError(f"loudness measurement failed: {(e.stderr or b'').decode(errors='replace')[-300:]}") from None
+        raise MediaError(f"{what} failed: {(e.stderr or b'').decode(errors='replace')[-300:]}") from None
     match = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", err.decode(errors="replace"), re.S)
     if not match:
-        raise MediaError("loudness measurement failed: ffmpeg printed no loudnorm summary")
+        raise MediaError(f"{what} failed: ffmpeg printed no loudnorm summary")
     return json.loads(match.group(0))
+
+
+def _loudnorm_measure(path: Path, s: MixSettings) -> dict:
+    return _loudnorm_summary(ffmpeg.input(str(path)).filter("loudnorm", I=s.target_lufs, TP=s.true_peak_db,
+                                                            LRA=s.loudness_range, print_format="json")
+                             .output("-", format="null"), "loudness measurement")
 
 
 def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, duration_s: float,
@@ -364,13 +369,14 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
                  .filter("loudnorm", I=s.target_lufs, TP=s.true_peak_db, LRA=s.loudness_range,
                          measured_I=measured["input_i"], measured_TP=measured["input_tp"],
                          measured_LRA=measured["input_lra"], measured_thresh=measured["input_thresh"],
-                         offset=measured["target_offset"], linear="true")
+                         offset=measured["target_offset"], linear="true", print_format="json")
                  .filter("aresample", s.sample_rate)
                  # loudnorm drops the layout of a mask-less WAV; apad then cannot negotiate one.
                  .filter("aformat", channel_layouts="stereo")
                  .filter("apad", whole_len=n).filter("atrim", end_sample=n))
-        run_ffmpeg(ffmpeg.output(chain, str(normalised), acodec="pcm_f32le", ar=s.sample_rate),
-                   "loudness normalisation")
+        # linear (one gain) when the measured true peak and range allow it, else loudnorm's dynamic mode
+        applied = _loudnorm_summary(ffmpeg.output(chain, str(normalised), acodec="pcm_f32le", ar=s.sample_rate),
+                                    "loudness normalisation")
         # measured and re-encoded from the file, a block at a time: no whole track in memory
         final = AudioFile(normalised)
         sr = final.sample_rate
@@ -379,4 +385,4 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
         tp = true_peak_db(final)
     return {"integrated_lufs": round(lufs, 2), "true_peak_dbtp": round(tp, 2), "samples": len(final),
             "sample_rate": sr, "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
-            "input_lufs_before_norm": float(measured["input_i"]), "normalization_type": measured.get("normalization_type")}
+            "input_lufs_before_norm": float(measured["input_i"]), "normalization_type": applied.get("normalization_type")}
