@@ -65,7 +65,7 @@ def _check_words(ct: ChunkTranscript, chunk: Chunk) -> None:
 
 def test_version_names_model_and_settings():
     t = FasterWhisperTranscriber()
-    pattern = r"faster-whisper-[\d.]+\+whisper-base@d01c3014881c\+int8\+beam5\+window15s"
+    pattern = r"faster-whisper-[\d.]+\+whisper-base@d01c3014881c\+int8\+beam5\+window15s\+t0"
     assert re.fullmatch(pattern, t.version), t.version
     assert t._model is None, "the model must load lazily"
 

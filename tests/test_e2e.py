@@ -137,3 +137,25 @@ def test_delivery_tracks_subtitles_report_and_checks(dubbed):
     assert all(c["passed"] for c in blocking), blocking
     (pt,) = report["languages"]
     assert pt["true_peak_dbtp"] <= -1.0
+
+
+@pytest.mark.slow
+def test_the_same_vocals_give_the_same_transcript(dubbed):
+    """Whisper decodes without random sampling: each chunk of the stored vocals, transcribed again, gives
+    the transcript's words exactly (with faster-whisper's temperature fallback, the 1.6-s chunk at 35 s
+    came out as "... modern. you", "... modern. ..." or a 70-token invented sentence, run to run)."""
+    from octavia_assets.resources.asr import FasterWhisperTranscriber
+    from octavia_assets.resources.storage import LocalMediaStore
+    from octavia_assets.resources.types import Chunk
+    from octavia_assets.transcript import CHUNK_LANGUAGE_MIN_PROBABILITY
+    store = LocalMediaStore(root=str(dubbed["home"] / "media"))
+    (video,) = [p.name for p in (dubbed["home"] / "media" / "derived").iterdir()]
+    chunks = [Chunk(c["index"], c["start"], c["end"])
+              for c in store.read_json(f"derived/{video}/chunks/chunks.json")["chunks"]]
+    doc = store.read_json(f"derived/{video}/transcript/transcript.json")
+    stored = [(w["text"], w["start"], w["end"]) for ln in doc["lines"] for w in ln["words"]]
+    transcriber = FasterWhisperTranscriber()
+    with store.open_local(f"derived/{video}/stems/vocals_16k.wav") as vocals:
+        for _ in range(3):
+            again = transcriber.transcribe_in_languages(vocals, chunks, doc["language"], CHUNK_LANGUAGE_MIN_PROBABILITY)
+            assert [(w.text, w.start, w.end) for r in again for w in r.words] == stored

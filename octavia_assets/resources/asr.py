@@ -245,6 +245,11 @@ class FasterWhisperTranscriber(Transcriber):
     # padded 30 s: its cost is about 4x lower (it was over half of the transcription's CPU) for the
     # same words (benchmarks/asr_window.py measures both on the benchmark's 10-minute input).
     WINDOW_MIN_S, WINDOW_PAD_S = 15.0, 3.0
+    # Beam search only, no fallback to sampling at higher temperatures: the fallback draws at random, so
+    # the same chunk could come out differently on each run (a 1.6-s chunk's silent tail came out as
+    # "you", as "..." or as a 70-token invented sentence), and a re-run would re-dub lines that did
+    # not change. The same audio now always gives the same transcript.
+    TEMPERATURE = 0.0
 
     def __init__(self, model: str = BASE, cpu_threads: int | None = None,
                  cache_dir: str | os.PathLike | None = None):
@@ -261,7 +266,7 @@ class FasterWhisperTranscriber(Transcriber):
         else:
             self.version = (f"faster-whisper-{_fw_version()}+whisper-tiny.en@{_TINY_EN_SHA_PREFIX}"
                             f"+int8+beam{self.BEAM_SIZE}")
-        self.version += f"+window{self.WINDOW_MIN_S:g}s"
+        self.version += f"+window{self.WINDOW_MIN_S:g}s+t{self.TEMPERATURE:g}"
 
     # -- model -------------------------------------------------------------------------------------
     @property
@@ -405,7 +410,7 @@ class FasterWhisperTranscriber(Transcriber):
                 segments, info = self.model.transcribe(
                     samples, language=language, task="transcribe", beam_size=self.BEAM_SIZE,
                     word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                    max_new_tokens=max_new)
+                    max_new_tokens=max_new, temperature=self.TEMPERATURE)
                 segments = list(segments)      # the generator decodes lazily: consume under the lock
             finally:
                 self.model.primed = None
