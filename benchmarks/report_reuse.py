@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _cpu_s() -> float:
+def cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (ffmpeg), user + system."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -51,13 +52,13 @@ def main() -> int:
                             store.delete(key)
                         else:
                             store.put_json(kept[key], key)
-                    wall, cpu = time.perf_counter(), _cpu_s()
+                    wall, cpu = time.perf_counter(), cpu_s()
                     run = dg.materialize(stage_assets, selection=["quality_report"], partition_key=video,
                                          instance=instance, resources=defs.resources)
                     if not run.success:
                         raise SystemExit("quality_report failed")
                     print(f"quality_report, figures {state:15s} wall {time.perf_counter() - wall:6.1f} s  "
-                          f"CPU {_cpu_s() - cpu:6.1f} s", flush=True)
+                          f"CPU {cpu_s() - cpu:6.1f} s", flush=True)
         finally:
             for key in keys:
                 store.put_json(kept[key], key)

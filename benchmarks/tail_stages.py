@@ -10,7 +10,6 @@ change) on the same home, alternately, to compare them on one machine.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 import warnings
@@ -21,11 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 STAGES = ("final_mix", "final_video", "quality_report")
 
 
-def _cpu_s() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=1)
@@ -33,6 +27,7 @@ def main() -> int:
     args = parser.parse_args()
     import dagster as dg
     warnings.filterwarnings("ignore")
+    from benchmarks.report_reuse import cpu_s
     from octavia_assets.definitions import defs, stage_assets
     from octavia_assets.partitions import video_language_key
     from octavia_assets.settings import target_languages
@@ -43,12 +38,12 @@ def main() -> int:
             for stage in args.stages:
                 keys = ([str(video_language_key(video, lang)) for lang in target_languages()]
                         if stage == "final_mix" else [video])
-                wall, cpu = time.perf_counter(), _cpu_s()
+                wall, cpu = time.perf_counter(), cpu_s()
                 for key in keys:
                     run = dg.materialize(stage_assets, selection=[stage], partition_key=key, instance=instance,
                                          resources=defs.resources, raise_on_error=True)
                     assert run.success
-                print(f"{stage:15s} wall {time.perf_counter() - wall:6.1f} s  CPU {_cpu_s() - cpu:6.1f} s", flush=True)
+                print(f"{stage:15s} wall {time.perf_counter() - wall:6.1f} s  CPU {cpu_s() - cpu:6.1f} s", flush=True)
     return 0
 
 
