@@ -237,9 +237,10 @@ class FasterWhisperTranscriber(Transcriber):
     Chunks are decoded ``workers`` at a time (default: one per core), each on ``cpu_threads``
     CTranslate2 threads (default 1). One thread per decode matters beyond the transcript itself:
     CTranslate2 and torch use the same libgomp in one process, and a CTranslate2 OpenMP team of two
-    threads beside torch's puts more OpenMP threads than cores in the process; libgomp then stops
-    spinning between parallel regions and sleeps, so every torch stage after the first language id
-    (separation, diarization, speaker profiles) ran at about one core.
+    threads beside torch's puts more OpenMP threads than cores in the process; libgomp then cuts its
+    spin-wait to a few hundred cycles and its threads sleep between parallel regions, so every torch
+    stage after the first language id (separation, diarization, speaker profiles) lost most of its
+    second core.
     """
 
     BASE = "base"
@@ -485,7 +486,6 @@ def trim_padding(features: np.ndarray, min_window_s: float, pad_s: float) -> np.
     frames = max(round(min_window_s * frames_per_s), content + round(pad_s * frames_per_s))
     frames = -(-frames // frames_per_s) * frames_per_s
     return features[..., :min(features.shape[-1], frames)]
-
 
 
 def _ordered_map(fn, items, workers: int):

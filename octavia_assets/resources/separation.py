@@ -291,7 +291,6 @@ def _load_spleeter(checkpoint_prefix: str, weights_sha256: str) -> _Spleeter2Ste
     return _Spleeter2Stems(Path(checkpoint_prefix))
 
 
-
 class SpleeterSeparator(Separator):
     """Spleeter 2-stems (vocals / accompaniment) on CPU with bounded memory.
 
