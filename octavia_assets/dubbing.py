@@ -9,7 +9,8 @@ import numpy as np
 
 from .common import DOWNSTREAM, derived_key, materialized, video_and_lang, workdir
 from .partitions import VIDEO_DIMENSION, video_lang
-from .resources.engines import AsrEngine, DiarizationEngine, TtsEngine, available_cores, engine_version
+from .resources.cpus import available_cores
+from .resources.engines import AsrEngine, DiarizationEngine, TtsEngine, engine_version
 from .resources.media import read_audio, write_audio
 from .resources.storage import MediaStore
 from .resources.condense import Condenser, default_condenser

@@ -24,7 +24,7 @@ import numpy as np
 from . import media
 from .media import sha256_file
 from .cache import model_cache_dir
-from .cpus import cpu_budget
+from .cpus import available_cores
 from .types import Chunk, Word
 
 SAMPLE_RATE = 16000
@@ -268,7 +268,7 @@ class FasterWhisperTranscriber(Transcriber):
             raise ValueError(f"unknown Whisper model {model!r}; use 'base' or 'tiny.en'")
         self.model_name = model
         self.cpu_threads = cpu_threads or 1
-        self.workers = workers or cpu_budget()
+        self.workers = workers or available_cores()
         self._cache_dir = cache_dir
         self._model = None
         self._lock = threading.RLock()

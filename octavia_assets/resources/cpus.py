@@ -1,12 +1,12 @@
-"""How many CPUs this process may use."""
+"""How many CPU cores this process may use."""
 from __future__ import annotations
 
 import os
 
 
-def cpu_budget() -> int:
-    """CPUs this process may use (affinity-aware where the OS says so)."""
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1

