@@ -64,7 +64,8 @@ with warnings.catch_warnings():
           deps=[dubbed_chunks, dg.AssetDep(stems, partition_mapping=VIDEO_DIMENSION)], check_specs=MIX_CHECKS,
           code_version="mix-" + mix_settings().version + "+checks-v1", automation_condition=DOWNSTREAM)
 def final_mix(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.MaterializeResult:
-    """48 kHz stereo: background ducked under the dub (sidechain compression), then two-pass loudnorm."""
+    """48 kHz stereo: background ducked under the dub (sidechain compression), then brought to the target
+    loudness by one gain (a true-peak limiter only where that gain would pass the ceiling)."""
     started = time.perf_counter()
     video, lang = video_and_lang(context)
     settings = mix_settings()

@@ -35,7 +35,7 @@ def test_mix_hits_loudness_target_and_true_peak(tmp_path, background, target):
     out, rate = read_audio(tmp_path / "mix.wav")
     assert rate == 48000 and out.shape == (12 * 48000, 2)
     assert abs(integrated_loudness(out, rate) - target) <= 1.0
-    assert true_peak_db(out) <= -1.0   # the ceiling, measured 4x oversampled (loudnorm aims at -1.5)
+    assert true_peak_db(out) <= -1.0   # the ceiling, measured 4x oversampled (the limiter aims at -1.5)
     assert figures["samples"] == 12 * 48000
 
 
@@ -156,12 +156,38 @@ def test_leakage_by_blocks_equals_the_whole_track(voice_len_s):
     assert got == voice_leakage_db(mix, mix_rate, voice, voice_rate, dub, dub_rate)   # default blocks
 
 
-def test_normalisation_type_is_the_one_the_second_pass_used(tmp_path, background):
-    """loudnorm's first pass always reports "dynamic"; the stored type comes from the pass that normalised."""
+def test_one_gain_when_it_fits_else_the_true_peak_limiter(tmp_path, background):
+    """A gain that keeps the peaks under the ceiling is all the normalisation; a gain up that would push
+    full-scale clicks over it also limits them, and still lands on the target loudness."""
     dub = place_clips([(2.0, tone(600, 3.0, amp=0.5)), (7.0, tone(500, 3.0, amp=0.5))], 12.0, RATE)
     quieter = mix(background, dub, RATE, 12.0, tmp_path / "quiet.wav", MixSettings(target_lufs=-23.0))
-    assert quieter["normalization_type"] == "linear"      # one gain down: no peak can pass the ceiling
+    assert quieter["normalization_type"] == "gain"      # one gain down: no peak can pass the ceiling
+    assert quieter["gain_db"] == pytest.approx(-23.0 - quieter["input_lufs_before_norm"], abs=0.02)
+    quiet_bed = tmp_path / "quiet_bed.wav"
+    write_audio(quiet_bed, 0.05 * read_audio(background)[0], 44100)
     clicks = np.zeros(12 * RATE, np.float32)
-    clicks[RATE::RATE] = 1.0                               # full-scale clicks over near silence
-    louder = mix(background, 0.02 * dub + clicks, RATE, 12.0, tmp_path / "loud.wav", MixSettings(target_lufs=-16.0))
-    assert louder["normalization_type"] == "dynamic"      # a gain up would push the clicks over it
+    clicks[RATE::RATE] = 1.0                               # full-scale clicks over a quiet mix
+    louder = mix(quiet_bed, 0.05 * dub + clicks, RATE, 12.0, tmp_path / "loud.wav", MixSettings(target_lufs=-16.0))
+    assert louder["normalization_type"] == "gain+true-peak limiter"
+    assert louder["gain_db"] > 0
+    out, rate = read_audio(tmp_path / "loud.wav")
+    assert abs(integrated_loudness(out, rate) + 16.0) <= 0.2
+    assert true_peak_db(out) <= -1.0
+
+
+def test_the_limiter_moves_nothing_in_time(tmp_path, background):
+    """The look-ahead limiter's delay is compensated: a limited mix stays in sync with the video."""
+    from octavia_assets.resources.mixing import _gain_and_limit
+    rate = 48000
+    x = np.zeros((4 * rate, 2), np.float32)
+    x[rate:rate + 2400] = tone(1000, 0.05, rate, 0.9)[:, None]      # a loud burst at 1.000 s
+    x[2 * rate + 777] = 0.99                                         # a click at 2 s + 777 samples
+    src, limited = tmp_path / "x.wav", tmp_path / "limited.wav"
+    write_audio(src, x, rate, subtype="FLOAT")
+    _gain_and_limit(src, limited, 6.0, len(x), MixSettings(), limit=True)
+    y, _ = read_audio(limited)
+    assert y.shape == x.shape
+    assert true_peak_db(y) <= -1.0
+    onset = int(np.argmax(np.abs(y[:, 0]) > 0.05))
+    assert abs(onset - rate) <= 2
+    assert abs(int(np.argmax(np.abs(y[int(1.5 * rate):, 0]))) + int(1.5 * rate) - (2 * rate + 777)) <= 2

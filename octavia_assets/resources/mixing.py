@@ -1,10 +1,9 @@
-"""Final mix: dub on top of the background, the background ducked under the dub, then EBU R128."""
+"""Final mix: dub on top of the background, the background ducked under the dub, then EBU R128 (one gain,
+and a true-peak limiter only where the gain would push peaks over the ceiling)."""
 from __future__ import annotations
 
-import json
-import os
 import math
-import re
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pyloudnorm
 import soundfile as sf
 from scipy.signal import lfilter
 
-from .media import MediaError, run_ffmpeg
+from .media import run_ffmpeg
 
 
 @dataclass(frozen=True)
@@ -25,10 +24,11 @@ class MixSettings:
     (benchmarks/mix_eval.py on the dev composite: duck depth 10.3 dB vs 9.1 dB at 400 ms, lower
     gain variance under speech)."""
     target_lufs: float = -16.0
-    # loudnorm's limiter aims 0.5 dB under the -1 dBTP ceiling: its own true-peak estimate reads up to
-    # ~0.3 dB lower than pyloudnorm-style 4x oversampling (measured -1.03 dBTP at a -1.0 target).
+    # the limiter's ceiling, 0.5 dB under the checks' -1 dBTP: headroom for the resampling back to
+    # 48 kHz and the 24-bit rounding after it
     true_peak_db: float = -1.5
-    loudness_range: float = 11.0
+    limiter_attack_ms: float = 5.0
+    limiter_release_ms: float = 50.0
     duck_threshold_db: float = -30.0
     duck_ratio: float = 8.0
     duck_attack_ms: float = 30.0
@@ -39,7 +39,8 @@ class MixSettings:
     @property
     def version(self) -> str:
         return (f"duck{self.duck_threshold_db:g}dB-r{self.duck_ratio:g}-a{self.duck_attack_ms:g}"
-                f"-rel{self.duck_release_ms:g}+loudnorm{self.target_lufs:g}/{self.true_peak_db:g}")
+                f"-rel{self.duck_release_ms:g}+gain{self.target_lufs:g}+tplimit{self.true_peak_db:g}"
+                f"-a{self.limiter_attack_ms:g}-rel{self.limiter_release_ms:g}")
 
 
 def place_clips(clips: list[tuple[float, np.ndarray]], duration_s: float, sample_rate: int) -> np.ndarray:
@@ -311,23 +312,19 @@ def _resampled_span(sig: np.ndarray, rate: int, out_rate: int, a: int, b: int) -
     return out
 
 
-def _loudnorm_summary(stream, what: str) -> dict:
-    """Run an ffmpeg graph holding a loudnorm filter with ``print_format="json"``; its summary."""
-    try:
-        _, err = stream.overwrite_output().global_args("-nostdin", "-hide_banner").run(
-            capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as e:
-        raise MediaError(f"{what} failed: {(e.stderr or b'').decode(errors='replace')[-300:]}") from None
-    match = re.search(r"\{[^{}]*\"input_i\"[^{}]*\}", err.decode(errors="replace"), re.S)
-    if not match:
-        raise MediaError(f"{what} failed: ffmpeg printed no loudnorm summary")
-    return json.loads(match.group(0))
-
-
-def _loudnorm_measure(path: Path, s: MixSettings) -> dict:
-    return _loudnorm_summary(ffmpeg.input(str(path)).filter("loudnorm", I=s.target_lufs, TP=s.true_peak_db,
-                                                            LRA=s.loudness_range, print_format="json")
-                             .output("-", format="null"), "loudness measurement")
+def _gain_and_limit(src: Path, dest: Path, gain_db: float, n: int, s: MixSettings, limit: bool) -> None:
+    """``src`` times one gain, into ``dest`` of exactly ``n`` samples; with ``limit``, then ffmpeg's
+    look-ahead limiter at 4x the rate (192 kHz: its sample peaks are the true peaks that BS.1770
+    measures) holds the peaks under ``s.true_peak_db``. ``latency`` keeps the output aligned."""
+    chain = ffmpeg.input(str(src)).audio.filter("volume", f"{gain_db:.4f}dB")
+    if limit:
+        chain = (chain.filter("aresample", 4 * s.sample_rate)
+                 .filter("alimiter", limit=10 ** (s.true_peak_db / 20), attack=s.limiter_attack_ms,
+                         release=s.limiter_release_ms, level=0, latency=1)
+                 .filter("aresample", s.sample_rate))
+    # a mask-less WAV loses its layout in the chain; apad then cannot negotiate one
+    chain = chain.filter("aformat", channel_layouts="stereo").filter("apad", whole_len=n).filter("atrim", end_sample=n)
+    run_ffmpeg(ffmpeg.output(chain, str(dest), acodec="pcm_f32le", ar=s.sample_rate), "loudness normalisation")
 
 
 def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, duration_s: float,
@@ -354,35 +351,36 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
                  .filter("apad", whole_len=n).filter("atrim", end_sample=n))
         run_ffmpeg(ffmpeg.output(mixed, str(ducked), acodec="pcm_f32le", ar=s.sample_rate), "ducking the background")
 
-        measured = _loudnorm_measure(ducked, s)
-        normalised = tmp / "normalised.wav"
-        if not math.isfinite(float(measured["input_i"])):
-            # A silent mix (silent soundtrack, nothing dubbed) has no loudness to normalise (loudnorm
-            # fails on it): silence stays silence.
-            final = AudioFile(ducked)
+        # EBU R128 by one gain (the mix keeps its dynamics), measured as the checks measure it
+        # (pyloudnorm's BS.1770 and 4x-oversampled true peak, a block at a time)
+        mixed_file = AudioFile(ducked)
+        input_lufs = integrated_loudness(mixed_file, mixed_file.sample_rate)
+        if not math.isfinite(input_lufs):
+            # A silent mix (silent soundtrack, nothing dubbed) has no loudness to normalise: silence
+            # stays silence.
             copy_audio(ducked, out_path, "PCM_24")
-            sr = final.sample_rate
-            return {"integrated_lufs": -70.0, "true_peak_dbtp": -70.0, "samples": len(final), "sample_rate": sr,
-                    "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
+            sr = mixed_file.sample_rate
+            return {"integrated_lufs": -70.0, "true_peak_dbtp": -70.0, "samples": len(mixed_file), "sample_rate": sr,
+                    "duration_s": len(mixed_file) / sr, "target_lufs": s.target_lufs,
                     "input_lufs_before_norm": -70.0, "normalization_type": "none: silent mix"}
-        chain = (ffmpeg.input(str(ducked)).audio
-                 .filter("loudnorm", I=s.target_lufs, TP=s.true_peak_db, LRA=s.loudness_range,
-                         measured_I=measured["input_i"], measured_TP=measured["input_tp"],
-                         measured_LRA=measured["input_lra"], measured_thresh=measured["input_thresh"],
-                         offset=measured["target_offset"], linear="true", print_format="json")
-                 .filter("aresample", s.sample_rate)
-                 # loudnorm drops the layout of a mask-less WAV; apad then cannot negotiate one.
-                 .filter("aformat", channel_layouts="stereo")
-                 .filter("apad", whole_len=n).filter("atrim", end_sample=n))
-        # linear (one gain) when the measured true peak and range allow it, else loudnorm's dynamic mode
-        applied = _loudnorm_summary(ffmpeg.output(chain, str(normalised), acodec="pcm_f32le", ar=s.sample_rate),
-                                    "loudness normalisation")
-        # measured and re-encoded from the file, a block at a time: no whole track in memory
-        final = AudioFile(normalised)
-        sr = final.sample_rate
+        gain = s.target_lufs - input_lufs
+        limit = true_peak_db(mixed_file) + gain > s.true_peak_db     # the gain alone would pass the ceiling
+        normalised = tmp / "normalised.wav"
+        for attempt in range(3):
+            _gain_and_limit(ducked, normalised, gain, n, s, limit)
+            if not limit:
+                break
+            # the limiter takes a little loudness off the peaks: give it back, and limit again
+            short = s.target_lufs - integrated_loudness(AudioFile(normalised), s.sample_rate)
+            if abs(short) <= 0.1 or attempt == 2:
+                break
+            gain += short
         copy_audio(normalised, out_path, "PCM_24")
+        final = AudioFile(out_path)             # measured as delivered (24-bit)
+        sr = final.sample_rate
         lufs = integrated_loudness(final, sr)
         tp = true_peak_db(final)
     return {"integrated_lufs": round(lufs, 2), "true_peak_dbtp": round(tp, 2), "samples": len(final),
             "sample_rate": sr, "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
-            "input_lufs_before_norm": float(measured["input_i"]), "normalization_type": applied.get("normalization_type")}
+            "input_lufs_before_norm": round(input_lufs, 2), "gain_db": round(gain, 2),
+            "normalization_type": "gain+true-peak limiter" if limit else "gain"}
