@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,12 +40,27 @@ from octavia_assets.resources.voice_match import choose_shipped_voices  # noqa: 
 from octavia_assets.resources.types import VoiceChoice  # noqa: E402
 
 
+def dithered(load, seed: int):
+    """``load`` with white noise at -80 dBFS added (its own draw per seed and line): inaudible under speech."""
+    import numpy as np
+
+    def load_dithered(key):
+        audio, sr = load(key)
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+        return (audio + 1e-4 * rng.standard_normal(audio.shape)).astype(np.float32), sr
+    return load_dithered
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video")
     ap.add_argument("--langs", default="es,pt")
     ap.add_argument("--no-condense", action="store_true", help="disable the condenser (to compare)")
     ap.add_argument("--no-asr", action="store_true", help="skip the round-trip WER")
+    ap.add_argument("--asr-repeats", type=int, default=0, metavar="K",
+                    help="also transcribe every line K more times, each under its own inaudible dither (-80 dBFS "
+                         "white noise): Whisper's transcript of the same line moves with such changes, so the mean "
+                         "and spread of the K WERs tell the dub's intelligibility from the decoder's noise")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--rechoose", action="store_true",
                     help="choose the voices again with the current chooser instead of reading the voices stage's")
@@ -107,6 +123,11 @@ def main(argv=None) -> int:
                "texts": {p["index"]: {"translation": p["text"], "spoken": p["spoken_text"]} for p in placed}}
         if not args.no_asr:
             row["roundtrip"] = roundtrip_wer(placed, load, _transcriber("faster-whisper-base"), lang)
+            if args.asr_repeats:
+                each = [roundtrip_wer(placed, dithered(load, k), _transcriber("faster-whisper-base"), lang)["wer"]
+                        for k in range(args.asr_repeats)]
+                row["roundtrip_repeats"] = {"wer_each": each, "mean": round(statistics.mean(each), 4),
+                                            "sd": round(statistics.stdev(each), 4) if len(each) > 1 else 0.0}
         row["similarity"] = speaker_similarity(placed, load, _embedder("campplus"), profiles)
         report[lang] = row
         print(json.dumps({k: v for k, v in row.items() if k not in ("texts", "steps")}, indent=1))
