@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,7 +314,7 @@ def _resampled_span(sig: np.ndarray, rate: int, out_rate: int, a: int, b: int) -
 
 
 def _gain_and_limit(src: Path, dest: Path, gain_db: float, n: int, s: MixSettings, limit: bool) -> None:
-    """``src`` times one gain, into ``dest`` of exactly ``n`` samples; with ``limit``, then ffmpeg's
+    """``src`` times one gain, into ``dest`` (24-bit WAV) of exactly ``n`` samples; with ``limit``, then ffmpeg's
     look-ahead limiter at 4x the rate (192 kHz: its sample peaks are the true peaks that BS.1770
     measures) holds the peaks under ``s.true_peak_db``. ``latency`` keeps the output aligned."""
     chain = ffmpeg.input(str(src)).audio.filter("volume", f"{gain_db:.4f}dB")
@@ -324,7 +325,7 @@ def _gain_and_limit(src: Path, dest: Path, gain_db: float, n: int, s: MixSetting
                  .filter("aresample", s.sample_rate))
     # a mask-less WAV loses its layout in the chain; apad then cannot negotiate one
     chain = chain.filter("aformat", channel_layouts="stereo").filter("apad", whole_len=n).filter("atrim", end_sample=n)
-    run_ffmpeg(ffmpeg.output(chain, str(dest), acodec="pcm_f32le", ar=s.sample_rate), "loudness normalisation")
+    run_ffmpeg(ffmpeg.output(chain, str(dest), acodec="pcm_s24le", ar=s.sample_rate), "loudness normalisation")
 
 
 def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, duration_s: float,
@@ -365,21 +366,23 @@ def mix(background_path: str | os.PathLike, dub: np.ndarray, dub_rate: int, dura
                     "input_lufs_before_norm": -70.0, "normalization_type": "none: silent mix"}
         gain = s.target_lufs - input_lufs
         limit = true_peak_db(mixed_file) + gain > s.true_peak_db     # the gain alone would pass the ceiling
-        normalised = tmp / "normalised.wav"
+        normalised = tmp / "normalised.wav"          # written as delivered (24-bit), measured as delivered
+        lufs = None
         for attempt in range(3):
             _gain_and_limit(ducked, normalised, gain, n, s, limit)
             if not limit:
                 break
             # the limiter takes a little loudness off the peaks: give it back, and limit again
-            short = s.target_lufs - integrated_loudness(AudioFile(normalised), s.sample_rate)
-            if abs(short) <= 0.1 or attempt == 2:
+            lufs = integrated_loudness(AudioFile(normalised), s.sample_rate)
+            if abs(s.target_lufs - lufs) <= 0.1 or attempt == 2:
                 break
-            gain += short
-        copy_audio(normalised, out_path, "PCM_24")
-        final = AudioFile(out_path)             # measured as delivered (24-bit)
+            gain += s.target_lufs - lufs
+        final = AudioFile(normalised)
         sr = final.sample_rate
-        lufs = integrated_loudness(final, sr)
+        if lufs is None:
+            lufs = integrated_loudness(final, sr)
         tp = true_peak_db(final)
+        shutil.copyfile(normalised, out_path)
     return {"integrated_lufs": round(lufs, 2), "true_peak_dbtp": round(tp, 2), "samples": len(final),
             "sample_rate": sr, "duration_s": len(final) / sr, "target_lufs": s.target_lufs,
             "input_lufs_before_norm": round(input_lufs, 2), "gain_db": round(gain, 2),
