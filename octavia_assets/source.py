@@ -10,6 +10,9 @@ from .resources.media import MediaError, probe
 from .resources.storage import MediaStore
 from .settings import max_upload_bytes, max_upload_seconds
 
+# The mix's loudness (BS.1770) is measured over 400-ms blocks: a shorter video cannot be normalised.
+MIN_UPLOAD_SECONDS = 0.5
+
 
 @dg.asset(partitions_def=videos, group_name="ingest", kinds={"ffmpeg"}, code_version="probe-v1")
 def source_video(context: dg.AssetExecutionContext, media_store: MediaStore) -> dg.MaterializeResult:
@@ -45,6 +48,9 @@ def source_video(context: dg.AssetExecutionContext, media_store: MediaStore) -> 
         raise fail(context, f"unusable upload: {record['object_key']} has no audio stream, nothing to dub")
     if facts.duration <= 0:
         raise fail(context, f"unusable upload: {record['object_key']} has zero duration")
+    if facts.duration < MIN_UPLOAD_SECONDS:
+        raise fail(context, f"upload is {facts.duration:.2f} s long, too short to dub (at least {MIN_UPLOAD_SECONDS:g} s: "
+                            "loudness is measured over 0.4-s blocks)")
     if facts.duration > max_upload_seconds():
         raise fail(context, f"upload is {facts.duration:.0f} s long, over the limit of {max_upload_seconds():.0f} s "
                             "(OCTAVIA_MAX_DURATION_S)")

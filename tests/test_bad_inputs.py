@@ -82,6 +82,8 @@ CASES = [
                                         "aevalsrc=0.2*sin(2*PI*(220+110*floor(2*t))*t)+0.1*sin(2*PI*330*t):s=44100",
                                         "-t", "4", *H264, "-c:a", "aac")),
     Case("speech_under_1s", lambda t: speech_clip(t / "x.mp4", 1.0, 0.8)),
+    Case("shorter_than_half_a_second", lambda t: ffmpeg(t / "x.mp4", "-t", "0.3", "-i", str(SAMPLE_VIDEO), *H264, "-c:a", "aac"),
+         expect="source_video", reason="too short to dub"),
     Case("one_frame_video", lambda t: ffmpeg(t / "x.mp4", "-i", str(ffmpeg(t / "frame.mp4", *V, "-frames:v", "1", *H264)),
                                              "-t", "2", "-i", str(SAMPLE_VIDEO), "-map", "0:v", "-map", "1:a",
                                              "-c:v", "copy", "-c:a", "aac")),
