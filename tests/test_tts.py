@@ -56,6 +56,17 @@ def test_version_and_rate(kokoro):
     assert kokoro.sample_rate == 24000
 
 
+def test_kokoro_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    """A container's cpuset, not the host's core count, sizes ONNX Runtime's thread pool."""
+    import os
+    monkeypatch.delenv("OCTAVIA_TTS_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert KokoroSynthesizer()._threads == 1
+    monkeypatch.setenv("OCTAVIA_TTS_THREADS", "3")
+    assert KokoroSynthesizer()._threads == 3
+
+
 def test_kokoro_english(kokoro, en_kumo):
     _check_speech(en_kumo, kokoro.sample_rate)
 

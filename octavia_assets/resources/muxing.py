@@ -11,6 +11,7 @@ from pathlib import Path
 import ffmpeg
 import srt
 
+from .cpus import available_cores
 from .media import run_ffmpeg
 
 # ISO 639-1 -> ISO 639-2/B, the form MP4/Matroska language tags use.
@@ -83,7 +84,7 @@ def mux(video_path: str | os.PathLike, tracks: list[AudioTrack], duration_s: flo
     with tempfile.TemporaryDirectory(prefix="octavia-mux-") as work_dir:
         work = Path(work_dir)
         encoded = [work / f"audio{i}.m4a" for i in range(len(all_tracks))]
-        with ThreadPoolExecutor(max(1, min(len(all_tracks), os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(max(1, min(len(all_tracks), available_cores()))) as pool:
             for job in [pool.submit(_encode_track, str(video_path), t, duration_s, audio_codec, audio_bitrate, dest)
                         for t, dest in zip(all_tracks, encoded)]:
                 job.result()

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .asr import SAMPLE_RATE, ChunkTranscript, Transcriber, _load_16k_mono
+from .cpus import available_cores
 from .gpu_env import import_gpu_package, models_version, present_models, torch_device
 from .model_dir import ModelMissing, model_dir, model_path, require
 from .types import Chunk, Word
@@ -173,7 +174,7 @@ class WhisperXTranscriber(Transcriber):
                 self._pipe = asr.load_model(
                     str(root), self.device, compute_type=self.compute_type, vad_model=_NoVad(),
                     asr_options={"beam_size": self.BEAM_SIZE}, local_files_only=True,
-                    threads=max(1, (os.cpu_count() or 1)))
+                    threads=available_cores())
             return self._pipe
 
     def alignment_model(self, language: str):

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import model_cache_dir
+from .cpus import available_cores
 from .types import VoiceChoice
 
 # Speakers/voices with a median F0 below this are "male", at or above it "female".
@@ -354,7 +355,7 @@ class KokoroSynthesizer(Synthesizer):
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
         self._cache_dir = Path(cache_dir) if cache_dir else None
-        self._threads = int(threads or os.environ.get("OCTAVIA_TTS_THREADS") or os.cpu_count() or 1)
+        self._threads = int(threads or os.environ.get("OCTAVIA_TTS_THREADS") or available_cores())
         self.version = f"kokoro-v1.0-int8@{_kokoro_expected_sha256()[:12]}"
         self._styles: dict[str, np.ndarray] = {}
         self._durations: dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray, float]]] = {}
