@@ -11,7 +11,7 @@ from .resources.engines import DiarizationEngine, TtsEngine, engine_version
 from .resources.prod_tts_xtts import seal_references
 from .resources.speaker_registry import apply_registry
 from .resources.storage import MediaStore
-from .resources.voice_match import CHOOSER_VERSION, choose_shipped_voices
+from .resources.voice_match import CHOOSER_VERSION, shipped_voice_chooser
 from .resources.voice_samples import sample_audio, seal_dropped_samples, user_samples
 from .speakers import speaker_map, voice_profiles
 
@@ -47,11 +47,12 @@ def voices(context: dg.AssetExecutionContext, media_store: MediaStore, tts: TtsE
         chosen = synth.clone_choices(video, profiles, references)
     else:
         audio = {s: sample_audio(media_store, video, k) for s, k in samples.items()}
-        chosen = choose_shipped_voices(profiles, synth, diarization.get_embedder(), audio,
+        choose = shipped_voice_chooser(profiles, synth, diarization.get_embedder(), audio,
                                        log=lambda msg: stage_progress(context, msg))
-        # The registry does not override (nor learn from) a speaker speaking with a user's sample.
+        # People the registry knows keep their voices and the others are chosen around them. The
+        # registry does not override (nor learn from) a speaker speaking with a user's sample.
         chosen = apply_registry(media_store, video, {s: p for s, p in profiles.items() if s not in samples},
-                                chosen, synth.name, chooser=CHOOSER_VERSION)
+                                choose, synth.name, chooser=CHOOSER_VERSION)
     out = derived_key(video, "voices", "voices.json")
     media_store.put_json({"engine": synth.version, "voices": {s: v.to_dict() for s, v in chosen.items()},
                           **({"references": references} if references else {})}, out)

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from octavia_assets.resources import voice_match
 from octavia_assets.resources.tts import Synthesizer, VoiceInfo
+from octavia_assets.resources.types import VoiceChoice
 from octavia_assets.resources.voice_match import embedding_at, match_voices, voice_embeddings
 from octavia_assets.resources.voice_samples import (
     sample_audio,
@@ -151,6 +152,21 @@ def test_match_voices_puts_each_speakers_own_voice_closest_to_them():
     assert "user's own sample" in pinned["s2"].reason
 
 
+def test_the_others_are_chosen_around_a_registered_voice():
+    profiles = {"s1": {"embedding": [0.6, 0.8, 0.0], "f0_hz": 110.0, "speech_s": 20.0},
+                "s2": {"embedding": [0.9, 0.1, 0.4], "f0_hz": 120.0, "speech_s": 10.0}}
+    assert match_voices(profiles, Tones(), EMB)["s2"].voice == "low"
+    # s1 is registered with "low" (their voice in earlier videos): they keep it with its pitch shift,
+    # and s2, who would have had it, gets the best voice left (of their clear gender: "mid")
+    registered = VoiceChoice(speaker="s1", engine="tones", voice="low", pitch_shift_semitones=0.5,
+                             reason="s1: registered as person-0001")
+    chosen = match_voices(profiles, Tones(), EMB, assigned={"s1": registered})
+    assert chosen["s1"] == registered and chosen["s2"].voice == "mid"
+    # a registered voice the engine no longer lists is not kept
+    gone = VoiceChoice(speaker="s1", engine="tones", voice="retired", pitch_shift_semitones=0.0)
+    assert match_voices(profiles, Tones(), EMB, assigned={"s1": gone})["s1"].voice == "mid"
+
+
 def test_speakers_without_embedding_or_beyond_the_voices_use_the_pitch_rules():
     profiles = {f"s{i}": {"embedding": [1.0, 0.1 * i, 0.0], "f0_hz": 120.0, "speech_s": 10.0 - i} for i in range(4)}
     profiles["quiet"] = {"f0_hz": 230.0, "speech_s": 0.5}
@@ -239,7 +255,7 @@ def test_a_new_voice_chooser_may_rechoose_people_seen_only_in_this_video(media_s
     from octavia_assets.resources.types import VoiceChoice
 
     def pick(voice):
-        return {"A": VoiceChoice(speaker="A", engine="tones", voice=voice)}
+        return lambda assigned: {"A": VoiceChoice(speaker="A", engine="tones", voice=voice), **assigned}
 
     prof = {"A": {"embedding": [1.0, 0.0, 0.0], "speech_s": 5.0}}
     assert apply_registry(media_store, "v1", prof, pick("low"), "tones", chooser="old")["A"].voice == "low"

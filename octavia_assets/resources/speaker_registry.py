@@ -7,6 +7,8 @@ it (cosine >= ``MATCH_COSINE``), reuses the registered voice for a match and reg
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .storage import exclusive
@@ -34,56 +36,89 @@ def _unit(v) -> np.ndarray:
     return v / n if n else v
 
 
-def apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[str, VoiceChoice],
+def apply_registry(store, video: str, profiles: dict[str, dict],
+                   choose: Callable[[dict[str, VoiceChoice]], dict[str, VoiceChoice]],
                    engine: str, chooser: str = "") -> dict[str, VoiceChoice]:
-    with exclusive(store, REGISTRY_LOCK_KEY):
-        return _apply_registry(store, video, profiles, chosen, engine, chooser)
+    """The video's voices, chosen around the people the registry knows, and the registry updated, under
+    one lease (concurrent videos never lose an update).
 
-
-def _apply_registry(store, video: str, profiles: dict[str, dict], chosen: dict[str, VoiceChoice],
-                    engine: str, chooser: str = "") -> dict[str, VoiceChoice]:
-    """``chosen`` with registered people's voices put back, and the registry updated (new people
-    added, this video recorded for the matched ones). A registered voice is not reused when another
-    speaker of this video already has it (different speakers keep distinct voices).
+    ``choose(assigned)`` chooses the voices of the video's speakers keeping ``assigned`` ({speaker: the
+    voice the registry gave that person}), so the other speakers are chosen around those voices (a
+    choice made first and overridden after would not know them). New people are registered with their
+    chosen voice; matched people get this video recorded.
 
     ``chooser`` names the voice-choice method: a person seen only in this very video whose voice an
     older method chose takes the new choice (re-running a video with the same method stays stable;
     a person seen in other videos keeps their voice)."""
-    doc = read_registry(store)
-    people = doc["people"]
-    out = dict(chosen)
-    taken_by_registry: set[str] = set()
-    order = sorted(profiles, key=lambda s: (-float(profiles[s].get("speech_s") or 0.0), s))
-    for speaker in order:
-        emb = profiles[speaker].get("embedding")
-        if not emb or speaker not in chosen:
-            continue
-        e = _unit(emb)
-        scored = [(float(_unit(p["embedding"]) @ e), i) for i, p in enumerate(people) if p["engine"] == engine]
-        best = max(scored, default=None)
-        if best and best[0] >= MATCH_COSINE:
-            cos, i = best
+    with exclusive(store, REGISTRY_LOCK_KEY):
+        doc = read_registry(store)
+        people = doc["people"]
+        matches = _match_people(people, profiles, engine)
+        assigned: dict[str, VoiceChoice] = {}
+        for speaker, (cos, i, paired) in matches.items():
+            person = people[i]
+            if not paired:
+                continue                    # a person split in two speakers: the paired one is them
+            if set(person["videos"]) <= {video} and person.get("chooser", "") != chooser:
+                continue                    # re-chosen below by the new method
+            if person["voice"] in {c.voice for c in assigned.values()}:
+                continue                    # two people registered on one voice: the first keeps it
+            assigned[speaker] = VoiceChoice(
+                speaker=speaker, engine=engine, voice=person["voice"],
+                pitch_shift_semitones=person["pitch_shift_semitones"],
+                reason=f"{speaker}: registered as {person['id']} (CAM++ cos {cos:.2f}), "
+                       f"same voice as in {len(person['videos'])} earlier video(s)")
+        chosen = choose(assigned)
+        for speaker in _by_speech(profiles):
+            if speaker not in chosen or not profiles[speaker].get("embedding"):
+                continue
+            e = _unit(profiles[speaker]["embedding"])
+            if speaker not in matches:
+                people.append({"id": f"person-{len(people) + 1:04d}", "engine": engine, "voice": chosen[speaker].voice,
+                               "chooser": chooser,
+                               "pitch_shift_semitones": chosen[speaker].pitch_shift_semitones,
+                               "embedding": e.round(6).tolist(), "videos": [video]})
+                continue
+            _, i, paired = matches[speaker]
+            if not paired:
+                continue
             person = people[i]
             if set(person["videos"]) <= {video} and person.get("chooser", "") != chooser:
                 person.update(voice=chosen[speaker].voice, chooser=chooser,
                               pitch_shift_semitones=chosen[speaker].pitch_shift_semitones)
-                continue
-            others = {v.voice for s, v in out.items() if s != speaker}
-            if person["voice"] not in others and person["voice"] not in taken_by_registry:
-                out[speaker] = VoiceChoice(
-                    speaker=speaker, engine=engine, voice=person["voice"],
-                    pitch_shift_semitones=person["pitch_shift_semitones"],
-                    reason=f"{speaker}: registered as {person['id']} (CAM++ cos {cos:.2f}), "
-                           f"same voice as in {len(person['videos'])} earlier video(s)")
-                taken_by_registry.add(person["voice"])
             if video not in person["videos"]:
                 n = len(person["videos"])
                 person["embedding"] = _unit(_unit(person["embedding"]) * n + e).round(6).tolist()
                 person["videos"].append(video)
-        else:
-            people.append({"id": f"person-{len(people) + 1:04d}", "engine": engine, "voice": chosen[speaker].voice,
-                           "chooser": chooser,
-                           "pitch_shift_semitones": chosen[speaker].pitch_shift_semitones,
-                           "embedding": e.round(6).tolist(), "videos": [video]})
-    put_sealed_json(store, REGISTRY_KEY_ID, doc, REGISTRY_KEY)
-    return out
+        put_sealed_json(store, REGISTRY_KEY_ID, doc, REGISTRY_KEY)
+        return chosen
+
+
+def _by_speech(profiles: dict[str, dict]) -> list[str]:
+    return sorted(profiles, key=lambda s: (-float(profiles[s].get("speech_s") or 0.0), s))
+
+
+def _match_people(people: list[dict], profiles: dict[str, dict], engine: str) -> dict[str, tuple[float, int, bool]]:
+    """{speaker: (cosine, index of the registered person, paired)} for the speakers the registry knows (cosine
+    >= MATCH_COSINE with a person on ``engine``). People and speakers are paired one to one for the
+    highest total cosine (a greedy pairing can give a speaker someone else's entry when two are alike);
+    a speaker left over who still matches somebody (a person split in two by diarization) gets that
+    person too, unpaired: :func:`apply_registry` leaves the person to the paired speaker."""
+    from scipy.optimize import linear_sum_assignment
+    speakers = [s for s in _by_speech(profiles) if profiles[s].get("embedding")]
+    known = [i for i, p in enumerate(people) if p["engine"] == engine]
+    if not speakers or not known:
+        return {}
+    spk = np.array([_unit(profiles[s]["embedding"]) for s in speakers])
+    ppl = np.array([_unit(people[i]["embedding"]) for i in known])
+    cos = spk @ ppl.T
+    ok = cos >= MATCH_COSINE
+    out: dict[str, tuple[float, int, bool]] = {}
+    for r, c in zip(*linear_sum_assignment(np.where(ok, -cos, 1e6))):
+        if ok[r, c]:
+            out[speakers[r]] = (float(cos[r, c]), known[c], True)
+    for r, s in enumerate(speakers):
+        if s not in out and ok[r].any():
+            c = int(np.argmax(np.where(ok[r], cos[r], -np.inf)))
+            out[s] = (float(cos[r, c]), known[c], False)
+    return dict(sorted(out.items(), key=lambda kv: speakers.index(kv[0])))

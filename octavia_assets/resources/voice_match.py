@@ -60,7 +60,7 @@ EMBED_VERSION = "voice-embed-v1"          # how voices are embedded (part of the
 # scripts/build_voice_embeddings.py and shipped (gzipped cache files, same names and keys): a first dub
 # then synthesizes no voice at all (about 2 min on 2 cores otherwise). Used only when its key matches.
 SHIPPED_EMBEDDINGS = Path(__file__).with_name("data") / "voice_embeddings"
-CHOOSER_VERSION = "campp-match-v6"        # how voices are chosen (the voices stage's version)
+CHOOSER_VERSION = "campp-match-v7"        # how voices are chosen (the voices stage's version)
 
 
 def _unit(v) -> np.ndarray:
@@ -252,9 +252,13 @@ def joint_assignment(cos: np.ndarray, score: np.ndarray, mismatch: np.ndarray | 
 
 
 def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, dict[float, np.ndarray]],
-                 language: str | None = None, fixed: tuple[str, ...] = ()) -> dict[str, VoiceChoice]:
+                 language: str | None = None, fixed: tuple[str, ...] = (),
+                 assigned: dict[str, VoiceChoice] | None = None) -> dict[str, VoiceChoice]:
     """Voices for ``profiles`` chosen by CAM++ similarity (see the module docstring). Each speaker in
-    ``fixed`` (a user's own sample) first gets the voice closest to them alone, whatever the others need."""
+    ``fixed`` (a user's own sample) first gets the voice closest to them alone, whatever the others need.
+    Each speaker in ``assigned`` keeps that voice and pitch shift (the speaker registry's: the person's
+    voice in earlier videos); the others are chosen around them, among the voices left, with the
+    assigned dubs among those each speaker's own dub must be closer than."""
     from .tts import GENDER_F0_SPLIT_HZ, _base_language, choose_voices, gender_from_f0
 
     base = _base_language(language or "en")
@@ -262,9 +266,14 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
               and (language is None or not v.languages or base in v.languages)]
     fallback = choose_voices(profiles, synthesizer, language)      # pitch/gender rules, for the rest
     order = sorted(profiles, key=lambda s: (-float(profiles[s].get("speech_s") or 0.0), s))
-    speakers = [s for s in order if profiles[s].get("embedding")][:len(voices)]
+    listed = {v.id for v in voices}
+    # an assigned voice this engine no longer lists is chosen again like anyone's
+    assigned = {s: c for s, c in (assigned or {}).items() if s in profiles and c.voice in listed and s not in fixed}
+    with_embedding = [s for s in order if profiles[s].get("embedding")]
+    first = [s for s in with_embedding if s in assigned] + [s for s in with_embedding if s not in assigned]
+    speakers = sorted(first[:len(voices)], key=order.index)
     if not speakers or not voices:
-        return fallback
+        return {**fallback, **assigned}
     emb = {s: _unit(profiles[s]["embedding"]) for s in speakers}
 
     def f0_of(prof):
@@ -280,7 +289,8 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
         f0 = f0_of(profiles[s])
         gender = (profiles[s].get("gender") or (gender_from_f0(f0) if f0 else "")).lower()
         for v in voices:
-            shift[s, v.id] = st = dubbed_shift(f0, v.f0_hz)
+            shift[s, v.id] = st = (assigned[s].pitch_shift_semitones if s in assigned and assigned[s].voice == v.id
+                                   else dubbed_shift(f0, v.f0_hz))
             e = embedding_at(embeddings[v.id], st)
             dubbed[s, v.id] = e
             for listener in speakers:
@@ -289,7 +299,7 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
                 mismatch.add((s, v.id))
             score[s, v.id] = cos[s, s, v.id] + (GENDER_BONUS if gender and v.gender == gender else 0.0)
 
-    pinned: dict[str, str] = {}
+    pinned: dict[str, str] = {s: assigned[s].voice for s in speakers if s in assigned}
     for s in [x for x in speakers if x in fixed]:
         pinned[s] = max((v.id for v in voices if v.id not in pinned.values()),
                         key=lambda v: ((s, v) not in mismatch, cos[s, s, v]))
@@ -299,12 +309,13 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
     cos_a = np.array([[[cos[c, r, j] for j in ids] for r in speakers] for c in speakers])
     score_a = np.array([[score[r, j] for j in ids] for r in speakers])
     mismatch_a = np.array([[(r, j) in mismatch for j in ids] for r in speakers])
-    allowed = np.array([[(pinned[r] == j) if r in pinned else j not in pinned.values() for j in ids] for r in speakers])
+    reserved = set(pinned.values()) | {c.voice for c in assigned.values()}
+    allowed = np.array([[(pinned[r] == j) if r in pinned else j not in reserved for j in ids] for r in speakers])
     flat = np.array([[dubbed[r, j] for j in ids] for r in speakers])                # (n, m, dim)
     alike = np.einsum("rjd,skd->rjsk", flat, flat) >= TOO_ALIKE_COS
     picks = joint_assignment(cos_a, score_a, mismatch_a, alike, allowed)
     best = {s: ids[j] for s, j in zip(speakers, picks)}
-    out = dict(fallback)
+    out = {**fallback, **assigned}
     by_id = {v.id: v for v in voices}
     for s in speakers:
         v = by_id[best[s]]
@@ -312,6 +323,9 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
         f0 = f0_of(profiles[s])
         closer = ("closer to them than any other speaker's voice" if others is None or cos[s, s, v.id] > others
                   else f"not the closest to them (another speaker's voice: {others:.2f})")
+        if s in assigned:
+            out[s] = assigned[s]
+            continue
         how = "closest shipped voice to the user's own sample" if s in pinned else "CAM++ match"
         out[s] = VoiceChoice(
             speaker=s, engine=synthesizer.name, voice=v.id, pitch_shift_semitones=shift[s, v.id],
@@ -322,7 +336,7 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
     # the matched speaker on that voice.
     from .tts import _apart
     for s in order:
-        if s in best:
+        if s in best or s in assigned:
             continue
         taken = [c.pitch_shift_semitones for x, c in out.items() if x != s and x in best and c.voice == out[s].voice]
         if taken:
@@ -333,10 +347,19 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
 
 
 def choose_shipped_voices(profiles: dict[str, dict], synthesizer, embedder, samples: dict[str, np.ndarray] | None = None,
-                          language: str | None = None, log=None) -> dict[str, VoiceChoice]:
+                          language: str | None = None, log=None,
+                          assigned: dict[str, VoiceChoice] | None = None) -> dict[str, VoiceChoice]:
     """The voices stage's choice for a shipped-voice engine: :func:`match_voices` on the cached voice
-    embeddings. ``samples``: {speaker: 16 kHz audio of the user's own voice sample}; such a speaker is
-    matched on the sample (embedding and pitch) instead of the diarized speech, before the others."""
+    embeddings (see :func:`shipped_voice_chooser`), with the ``assigned`` speakers' voices kept."""
+    return shipped_voice_chooser(profiles, synthesizer, embedder, samples, language, log)(assigned)
+
+
+def shipped_voice_chooser(profiles: dict[str, dict], synthesizer, embedder, samples: dict[str, np.ndarray] | None = None,
+                          language: str | None = None, log=None):
+    """``choose(assigned)``: :func:`match_voices` for ``profiles``, with the voice embeddings it needs made
+    now (the slow part, once per model), so that ``choose`` takes only the joint search (run under the
+    speaker registry's lease). ``samples``: {speaker: 16 kHz audio of the user's own voice sample}; such a
+    speaker is matched on the sample (embedding and pitch) instead of the diarized speech, before the others."""
     from .tts import estimate_f0, gender_from_f0
     profiles = {s: dict(p) for s, p in profiles.items()}
     for s, audio in (samples or {}).items():
@@ -353,4 +376,5 @@ def choose_shipped_voices(profiles: dict[str, dict], synthesizer, embedder, samp
             if p.get("embedding") and f0 and math.isfinite(float(f0)) and float(f0) > 0:
                 shifts.setdefault(v.id, set()).add(dubbed_shift(float(f0), v.f0_hz))
     embeddings = voice_embeddings(synthesizer, embedder, shifts=shifts, log=log)
-    return match_voices(profiles, synthesizer, embeddings, language, fixed=tuple(samples or ()))
+    fixed = tuple(samples or ())
+    return lambda assigned=None: match_voices(profiles, synthesizer, embeddings, language, fixed=fixed, assigned=assigned)
