@@ -317,6 +317,21 @@ def test_joint_choice_puts_each_speakers_own_dub_closest_where_greedy_does_not()
     assert len(set(hungarian)) == 2 and score[0, hungarian[0]] + score[1, hungarian[1]] == pytest.approx(1.05)
 
 
+def test_a_safe_margin_is_not_traded_for_a_small_gain_on_a_doubtful_one():
+    from octavia_assets.resources.voice_match import MARGIN_SD, joint_assignment
+    # Speaker 0 must keep voice a (registered); speaker 1 takes b or c. With b, speaker 0's margin is
+    # -0.02 and speaker 1's +0.08; with c, -0.005 and +0.01. Both leave one margin below 0, and c has
+    # the better worst margin, but under the predictions' error (MARGIN_SD) b is the likelier to put
+    # both speakers' own dubs closest: 1.29 speakers expected against 1.05.
+    assert MARGIN_SD == pytest.approx(0.04)
+    cos = np.zeros((2, 2, 3))
+    cos[0, 0, 0] = cos[1, 0, 0] = 0.40             # both speakers hear speaker 0's dub (voice a) at 0.40
+    cos[0, 1, 1], cos[1, 1, 1] = 0.42, 0.48        # speaker 1 dubbed with b
+    cos[0, 1, 2], cos[1, 1, 2] = 0.405, 0.41       # speaker 1 dubbed with c
+    allowed = np.array([[1, 0, 0], [0, 1, 1]], bool)
+    assert joint_assignment(cos, np.zeros((2, 3)), allowed=allowed) == (0, 1)
+
+
 def test_joint_choice_over_a_shortlist_when_there_are_too_many_assignments():
     from octavia_assets.resources.voice_match import joint_assignment
     rng = np.random.default_rng(3)
