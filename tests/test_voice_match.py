@@ -162,6 +162,10 @@ def test_the_others_are_chosen_around_a_registered_voice():
                              reason="s1: registered as person-0001")
     chosen = match_voices(profiles, Tones(), EMB, assigned={"s1": registered})
     assert chosen["s1"] == registered and chosen["s2"].voice == "mid"
+    # a user's own sample for s2 that sounds most like "low": s1 keeps "low", s2 the closest voice left
+    sample = match_voices({**profiles, "s2": {**profiles["s2"], "embedding": [1.0, 0.2, 0.0]}}, Tones(), EMB,
+                          fixed=("s2",), assigned={"s1": registered})
+    assert sample["s1"] == registered and sample["s2"].voice == "mid" and "user's own sample" in sample["s2"].reason
     # a registered voice the engine no longer lists is not kept
     gone = VoiceChoice(speaker="s1", engine="tones", voice="retired", pitch_shift_semitones=0.0)
     assert match_voices(profiles, Tones(), EMB, assigned={"s1": gone})["s1"].voice == "mid"
