@@ -129,3 +129,17 @@ def test_people_and_speakers_are_paired_for_the_best_total_likeness(media_store)
                             _prefer(X=[("jf_nezumi", 0.0)], Y=[("jf_tebukuro", 0.0)]), "kokoro")
     assert chosen["X"].voice == "jf_alpha" and chosen["Y"].voice == "jm_kumo"
     assert [p["videos"] for p in read_registry(media_store)["people"]] == [["video-a", "video-b"]] * 2
+
+
+def test_a_registered_voice_the_chooser_cannot_keep_is_replaced_in_the_registry(media_store):
+    alice = np.random.default_rng(1).normal(size=192)
+    apply_registry(media_store, "video-a", {"A": {"embedding": _emb(0, base=alice), "speech_s": 9}},
+                   _prefer(A=[("retired_voice", 0.0)]), "kokoro")
+    # the engine no longer has that voice: the chooser gives Alice another, and the registry learns it
+    def without_retired(assigned):
+        return {"X": _choice("X", "jf_nezumi", 1.0)}
+    chosen = apply_registry(media_store, "video-b", {"X": {"embedding": _emb(3, noise=0.03, base=alice), "speech_s": 4}},
+                            without_retired, "kokoro")
+    assert chosen["X"].voice == "jf_nezumi"
+    person = read_registry(media_store)["people"][0]
+    assert (person["voice"], person["pitch_shift_semitones"], person["videos"]) == ("jf_nezumi", 1.0, ["video-a", "video-b"])

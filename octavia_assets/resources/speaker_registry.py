@@ -83,7 +83,9 @@ def apply_registry(store, video: str, profiles: dict[str, dict],
             if not paired:
                 continue
             person = people[i]
-            if set(person["videos"]) <= {video} and person.get("chooser", "") != chooser:
+            stale = set(person["videos"]) <= {video} and person.get("chooser", "") != chooser
+            retired = speaker in assigned and chosen[speaker].voice != assigned[speaker].voice   # engine dropped it
+            if stale or retired:
                 person.update(voice=chosen[speaker].voice, chooser=chooser,
                               pitch_shift_semitones=chosen[speaker].pitch_shift_semitones)
             if video not in person["videos"]:
