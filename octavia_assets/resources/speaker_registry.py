@@ -59,7 +59,7 @@ def apply_registry(store, video: str, profiles: dict[str, dict],
             person = people[i]
             if not paired:
                 continue                    # a person split in two speakers: the paired one is them
-            if set(person["videos"]) <= {video} and person.get("chooser", "") != chooser:
+            if _chosen_by_older_method(person, video, chooser):
                 continue                    # re-chosen below by the new method
             if person["voice"] in {c.voice for c in assigned.values()}:
                 continue                    # two people registered on one voice: the first keeps it
@@ -83,9 +83,8 @@ def apply_registry(store, video: str, profiles: dict[str, dict],
             if not paired:
                 continue
             person = people[i]
-            stale = set(person["videos"]) <= {video} and person.get("chooser", "") != chooser
             retired = speaker in assigned and chosen[speaker].voice != assigned[speaker].voice   # engine dropped it
-            if stale or retired:
+            if _chosen_by_older_method(person, video, chooser) or retired:
                 person.update(voice=chosen[speaker].voice, chooser=chooser,
                               pitch_shift_semitones=chosen[speaker].pitch_shift_semitones)
             if video not in person["videos"]:
@@ -94,6 +93,11 @@ def apply_registry(store, video: str, profiles: dict[str, dict],
                 person["videos"].append(video)
         put_sealed_json(store, REGISTRY_KEY_ID, doc, REGISTRY_KEY)
         return chosen
+
+
+def _chosen_by_older_method(person: dict, video: str, chooser: str) -> bool:
+    """A person seen only in ``video`` whose voice another method than ``chooser`` chose: chosen again."""
+    return set(person["videos"]) <= {video} and person.get("chooser", "") != chooser
 
 
 def _by_speech(profiles: dict[str, dict]) -> list[str]:

@@ -326,14 +326,13 @@ def match_voices(profiles: dict[str, dict], synthesizer, embeddings: dict[str, d
     out = {**fallback, **assigned}
     by_id = {v.id: v for v in voices}
     for s in speakers:
+        if s in assigned:
+            continue                                   # kept as given
         v = by_id[best[s]]
         others = max((cos[s, x, best[x]] for x in speakers if x != s), default=None)
         f0 = f0_of(profiles[s])
         closer = ("closer to them than any other speaker's voice" if others is None or cos[s, s, v.id] > others
                   else f"not the closest to them (another speaker's voice: {others:.2f})")
-        if s in assigned:
-            out[s] = assigned[s]
-            continue
         how = "closest shipped voice to the user's own sample" if s in pinned else "CAM++ match"
         out[s] = VoiceChoice(
             speaker=s, engine=synthesizer.name, voice=v.id, pitch_shift_semitones=shift[s, v.id],
